@@ -1,0 +1,37 @@
+"""pgrouter: topology-aware connection pools for a PostgreSQL primary and its replicas.
+
+Import a driver's manager from its own module, e.g. ``pgrouter.asyncpg.PoolManager``
+or ``pgrouter.psycopg3.PoolManager``; this package itself imports no driver.
+"""
+
+from .balancer_policy import (
+    AbstractBalancerPolicy,
+    GreedyBalancerPolicy,
+    RandomWeightedBalancerPolicy,
+    RoundRobinBalancerPolicy,
+)
+from .dsn import HostDsn, redact, split_dsn
+from .errors import DsnError, NoHostAvailableError, PgRouterError, PoolManagerClosedError
+from .manager import BasePoolManager
+from .topology import HostRole, HostState, TopologySnapshot
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractBalancerPolicy",
+    "BasePoolManager",
+    "DsnError",
+    "GreedyBalancerPolicy",
+    "HostDsn",
+    "HostRole",
+    "HostState",
+    "NoHostAvailableError",
+    "PgRouterError",
+    "PoolManagerClosedError",
+    "RandomWeightedBalancerPolicy",
+    "RoundRobinBalancerPolicy",
+    "TopologySnapshot",
+    "__version__",
+    "redact",
+    "split_dsn",
+]

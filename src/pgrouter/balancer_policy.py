@@ -1,0 +1,128 @@
+"""Balancer policies: which healthy host serves the next acquire.
+
+A policy reads one :class:`TopologySnapshot`; it never talks to a server.
+:meth:`AbstractBalancerPolicy.pick` first narrows the snapshot to the hosts a
+request may use (the routing rules, shared by every policy), then asks the
+policy's :meth:`~AbstractBalancerPolicy.choose` to pick among them. Writing
+your own policy means writing ``choose``.
+
+Routing rules:
+
+- a write goes to the primary;
+- a read goes to the primary with probability ``master_as_replica_weight``
+  (when there is one), otherwise to a replica; with no replica it goes to the
+  primary only if ``fallback_master`` is set, else it waits.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import random
+from collections.abc import Callable, Sequence
+
+from .topology import HostState, TopologySnapshot
+
+#: Live number of free connections in a host's pool (pools are not snapshot data).
+FreeSize = Callable[[HostState], int]
+
+
+def eligible_hosts(
+    snapshot: TopologySnapshot,
+    *,
+    read_only: bool,
+    fallback_master: bool,
+    master_as_replica_weight: float,
+) -> list[HostState]:
+    """The hosts a request may use right now, before any balancing."""
+    primaries = snapshot.primaries
+    if not read_only:
+        return primaries
+    if primaries and master_as_replica_weight > 0 and random.random() < master_as_replica_weight:
+        return primaries
+    replicas = snapshot.replicas
+    if replicas:
+        return replicas
+    return primaries if fallback_master else []
+
+
+class AbstractBalancerPolicy(abc.ABC):
+    """Picks one host among the eligible ones. Subclass and write :meth:`choose`."""
+
+    def pick(
+        self,
+        snapshot: TopologySnapshot,
+        *,
+        read_only: bool,
+        fallback_master: bool = False,
+        master_as_replica_weight: float = 0.0,
+        free_size: FreeSize,
+    ) -> HostState | None:
+        candidates = eligible_hosts(
+            snapshot,
+            read_only=read_only,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+        )
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        return self.choose(candidates, free_size)
+
+    @abc.abstractmethod
+    def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
+        """Pick one of ``candidates`` (never empty, at least two)."""
+
+
+class GreedyBalancerPolicy(AbstractBalancerPolicy):
+    """The host whose pool has the most free connections; random among ties."""
+
+    def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
+        sizes = [free_size(host) for host in candidates]
+        most = max(sizes)
+        best = [host for host, size in zip(candidates, sizes) if size == most]
+        return best[0] if len(best) == 1 else random.choice(best)
+
+
+class RandomWeightedBalancerPolicy(AbstractBalancerPolicy):
+    """Random, each host weighted by the inverse of its median probe time.
+
+    A host twice as slow to answer the probe gets half the traffic. Until every
+    candidate has a measured latency all weigh the same.
+    """
+
+    def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
+        latencies = [host.latency for host in candidates]
+        if any(latency is None or latency <= 0 for latency in latencies):
+            return random.choice(candidates)
+        weights = [1.0 / latency for latency in latencies if latency is not None]
+        return random.choices(candidates, weights=weights, k=1)[0]
+
+
+class RoundRobinBalancerPolicy(AbstractBalancerPolicy):
+    """Each eligible host in turn.
+
+    One counter per set of candidates, so reads and writes each rotate
+    evenly, and a host leaving or joining starts a fresh rotation.
+    """
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[int, ...], itertools.count[int]] = {}
+
+    def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
+        key = tuple(host.index for host in candidates)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = itertools.count()
+        return candidates[next(counter) % len(candidates)]
+
+
+__all__ = [
+    "AbstractBalancerPolicy",
+    "FreeSize",
+    "GreedyBalancerPolicy",
+    "RandomWeightedBalancerPolicy",
+    "RoundRobinBalancerPolicy",
+    "eligible_hosts",
+]

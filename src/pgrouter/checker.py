@@ -1,0 +1,228 @@
+"""One background check per host: is it up, which role, how fast; owns its pool.
+
+A :class:`HostChecker` runs the probe on a dedicated connection (so the
+caller's pool keeps exactly the size the caller asked for), keeps a window of
+probe times whose median the weighted balancer uses, opens the host's pool
+once the host answers, and rebuilds it when the host comes back after a
+failure (the old pool's connections died with the server). Every finished
+check publishes the host's new state on the :class:`TopologyBoard`.
+
+Checks run every ``refresh_delay`` seconds, or at once when someone calls
+:meth:`HostChecker.request_check` (a connection just broke on this host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from typing import Any, Generic
+
+from .driver import ConnT, Driver, PoolT, ProbeResult
+from .dsn import HostDsn, redact
+from .topology import HostRole, HostState, TopologyBoard
+
+logger = logging.getLogger("pgrouter")
+
+#: Opening a pool makes ``min_size`` connections; give it more room than one probe.
+MIN_POOL_OPEN_TIMEOUT = 5.0
+
+
+def describe_error(error: BaseException) -> str:
+    """A short, redacted ``Type: message`` for logs and the topology."""
+    if isinstance(error, asyncio.TimeoutError):
+        return "timed out"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return redact(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+class HostChecker(Generic[PoolT, ConnT]):
+    """Checks one host in the background and owns that host's pool."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        dsn: HostDsn,
+        driver: Driver[PoolT, ConnT],
+        board: TopologyBoard,
+        pool_kwargs: dict[str, Any],
+        refresh_delay: float,
+        refresh_timeout: float,
+        stopwatch_window_size: int,
+    ) -> None:
+        self.index = index
+        self.dsn = dsn
+        self.pool: PoolT | None = None
+        self._driver = driver
+        self._board = board
+        self._pool_kwargs = pool_kwargs
+        self._refresh_delay = refresh_delay
+        self._refresh_timeout = refresh_timeout
+        self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
+        self._probe_connection: Any = None
+        self._pool_is_stale = False
+        # Old pools closing in the background; they still take back the
+        # connections borrowed from them before the rebuild.
+        self._retired_pools: list[PoolT] = []
+        self._closing_tasks: set[asyncio.Task[None]] = set()  # keeps them from being collected
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"pgrouter-check-{self.dsn.address}")
+
+    async def stop(self) -> None:
+        """Stop checking and close the check connection. The pools stay open."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._drop_probe_connection()
+
+    def request_check(self) -> None:
+        """Run the next check now instead of at the next tick."""
+        self._wake.set()
+
+    def owns(self, pool: object) -> bool:
+        return pool is self.pool or any(pool is old for old in self._retired_pools)
+
+    def all_pools(self) -> list[PoolT]:
+        current = [self.pool] if self.pool is not None else []
+        return current + list(self._retired_pools)
+
+    def median_response_time(self) -> float | None:
+        return statistics.median(self._response_times) if self._response_times else None
+
+    # -- the loop ---------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            # Cleared before the check, so a request made during it is not lost.
+            self._wake.clear()
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the checks of this host
+                logger.exception("pgrouter: check of %s crashed", self.dsn.address)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._refresh_delay)
+
+    async def check_once(self) -> HostState:
+        """Probe the host, open or rebuild its pool if needed, publish the result."""
+        try:
+            result, elapsed = await asyncio.wait_for(self._probe(), self._refresh_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._drop_probe_connection()
+            return self._publish_failure(error)
+
+        self._response_times.append(elapsed)
+        role = HostRole.REPLICA if result.in_recovery else HostRole.PRIMARY
+        try:
+            await self._ensure_pool()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return self._publish_failure(error, role=role)
+        return self._publish_success(role, result, elapsed)
+
+    async def _probe(self) -> tuple[ProbeResult, float]:
+        if self._probe_connection is None:
+            self._probe_connection = await self._driver.connect_probe(
+                self.dsn, self._refresh_timeout
+            )
+        started = time.perf_counter()
+        result = await self._driver.probe(self._probe_connection)
+        return result, time.perf_counter() - started
+
+    async def _ensure_pool(self) -> None:
+        if self.pool is not None and not self._pool_is_stale:
+            return
+        timeout = max(MIN_POOL_OPEN_TIMEOUT, self._refresh_timeout)
+        new_pool = await asyncio.wait_for(
+            self._driver.create_pool(self.dsn, **self._pool_kwargs), timeout
+        )
+        old_pool, self.pool, self._pool_is_stale = self.pool, new_pool, False
+        if old_pool is not None:
+            logger.info("pgrouter: %s is back; its pool was rebuilt", self.dsn.address)
+            self._retire(old_pool)
+
+    def _retire(self, pool: PoolT) -> None:
+        """Close an old pool once its borrowed connections are back, in the background."""
+        self._retired_pools.append(pool)
+
+        async def close_when_returned() -> None:
+            try:
+                await self._driver.close_pool(pool)
+            except Exception as error:  # it was dead anyway
+                logger.debug("pgrouter: closing old pool of %s: %s", self.dsn.address, error)
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._retired_pools.remove(pool)
+
+        self._closing_tasks.add(task := asyncio.create_task(close_when_returned()))
+        task.add_done_callback(self._closing_tasks.discard)
+
+    async def close_pools(self, terminate: bool) -> None:
+        pools = self.all_pools()
+        self.pool, self._retired_pools = None, []
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                if terminate:
+                    await self._driver.terminate_pool(pool)
+                else:
+                    await self._driver.close_pool(pool)
+
+    async def _drop_probe_connection(self) -> None:
+        connection, self._probe_connection = self._probe_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await self._driver.close_probe(connection)
+
+    # -- publishing -------------------------------------------------------
+
+    def _publish_success(self, role: HostRole, result: ProbeResult, elapsed: float) -> HostState:
+        previous = self._board.current.hosts[self.index]
+        if previous.role is not role:
+            logger.info(
+                "pgrouter: %s is %s (was %s)", self.dsn.address, role.value, previous.role.value
+            )
+        return self._board.update(
+            self.index,
+            role=role,
+            healthy=True,
+            latency=self.median_response_time(),
+            last_latency=elapsed,
+            wal_lsn=result.wal_lsn,
+            last_error=None,
+            checked_at=time.monotonic(),
+            check_count=previous.check_count + 1,
+        ).hosts[self.index]
+
+    def _publish_failure(
+        self, error: BaseException, role: HostRole = HostRole.UNKNOWN
+    ) -> HostState:
+        previous = self._board.current.hosts[self.index]
+        reason = describe_error(error)
+        if previous.healthy or previous.check_count == 0:
+            logger.warning("pgrouter: %s left the rotation: %s", self.dsn.address, reason)
+        # Whatever the pool holds now was opened before the failure.
+        self._pool_is_stale = self.pool is not None
+        return self._board.update(
+            self.index,
+            role=role,
+            healthy=False,
+            last_error=reason,
+            checked_at=time.monotonic(),
+            check_count=previous.check_count + 1,
+        ).hosts[self.index]

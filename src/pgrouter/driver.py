@@ -1,0 +1,110 @@
+"""The driver seam: everything that differs between asyncpg, psycopg and the rest.
+
+The core never imports a driver library. A driver opens a pool for one host,
+takes and returns connections, runs the health probe on a dedicated check
+connection, and tells closed connections and connection-level errors apart.
+Adding a driver is one new module under ``pgrouter.drivers``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .dsn import HostDsn
+
+PoolT = TypeVar("PoolT")
+ConnT = TypeVar("ConnT")
+
+#: One query tells role and WAL position, so a check is a single round trip.
+PROBE_QUERY = (
+    "SELECT pg_is_in_recovery(), "
+    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END)::text"
+)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one health probe learned about a host."""
+
+    in_recovery: bool
+    wal_lsn: int | None
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """``'16/B374D848'`` -> byte position; ``None`` stays ``None``."""
+    if not text:
+        return None
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def probe_result(row: tuple[Any, ...] | Any) -> ProbeResult:
+    in_recovery, lsn = row[0], row[1]
+    return ProbeResult(in_recovery=bool(in_recovery), wal_lsn=parse_lsn(lsn))
+
+
+class Driver(abc.ABC, Generic[PoolT, ConnT]):
+    """What pgrouter needs from a database driver, for one host at a time."""
+
+    #: Short name used in logs and test ids.
+    name: str = "driver"
+
+    @abc.abstractmethod
+    async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> PoolT:
+        """Open a pool to one host; ``pool_kwargs`` are the caller's, unchanged."""
+
+    @abc.abstractmethod
+    async def acquire(self, pool: PoolT, timeout: float | None, **kwargs: Any) -> ConnT:
+        """Take a connection; must not leak it if cancelled or timed out."""
+
+    @abc.abstractmethod
+    async def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> None:
+        """Give a connection back to the pool it came from."""
+
+    @abc.abstractmethod
+    async def close_pool(self, pool: PoolT) -> None:
+        """Close gracefully: connections in use close as they come back."""
+
+    @abc.abstractmethod
+    async def terminate_pool(self, pool: PoolT) -> None:
+        """Close every connection now, in use or not."""
+
+    @abc.abstractmethod
+    async def terminate_connection(self, connection: ConnT) -> None:
+        """Close a borrowed connection now, without returning it (``terminate()``)."""
+
+    @abc.abstractmethod
+    def free_size(self, pool: PoolT) -> int:
+        """Connections that can be taken without waiting (max size minus in use)."""
+
+    @abc.abstractmethod
+    def max_size(self, pool: PoolT) -> int:
+        """The pool's maximum size as the caller configured it."""
+
+    @abc.abstractmethod
+    def is_closed(self, connection: ConnT) -> bool:
+        """True when the connection is unusable (broken or closed)."""
+
+    @abc.abstractmethod
+    async def connect_probe(self, dsn: HostDsn, timeout: float) -> Any:
+        """Open the dedicated check connection (outside the caller's pool)."""
+
+    @abc.abstractmethod
+    async def probe(self, connection: Any) -> ProbeResult:
+        """Run :data:`PROBE_QUERY` on the check connection."""
+
+    @abc.abstractmethod
+    async def close_probe(self, connection: Any) -> None:
+        """Close the check connection without waiting on a dead server."""
+
+    def is_host_error(self, error: BaseException) -> bool:
+        """True when ``error`` says the host, not the query, changed or broke.
+
+        A connection-level failure, a server shutting down, or a write refused
+        because the host is read-only (it was demoted). The manager runs that
+        host's check at once when it sees one, instead of at the next tick.
+        """
+        return isinstance(error, (OSError, ConnectionError, EOFError))

@@ -1,0 +1,70 @@
+"""asyncpg behind the driver seam: one ``asyncpg.Pool`` per host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import asyncpg.exceptions as pg_errors
+
+from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
+from ..dsn import HostDsn
+
+_HOST_ERRORS = (
+    OSError,
+    pg_errors.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+    pg_errors.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    pg_errors.ReadOnlySQLTransactionError,  # a write reached a host that is no longer primary
+)
+
+
+class AsyncpgDriver(Driver["asyncpg.Pool", "asyncpg.Connection"]):
+    name = "asyncpg"
+
+    async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> asyncpg.Pool:
+        return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
+
+    async def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Any:
+        # asyncpg returns the holder to its queue itself if cancelled or timed out.
+        return await pool.acquire(timeout=timeout, **kwargs)
+
+    async def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> None:
+        await pool.release(connection, **kwargs)
+
+    async def close_pool(self, pool: asyncpg.Pool) -> None:
+        await pool.close()
+
+    async def terminate_pool(self, pool: asyncpg.Pool) -> None:
+        pool.terminate()
+
+    async def terminate_connection(self, connection: Any) -> None:
+        if not self.is_closed(connection):
+            connection.terminate()
+
+    def free_size(self, pool: asyncpg.Pool) -> int:
+        # Holders not in use; asyncpg has no public counter for it.
+        return int(pool._queue.qsize())
+
+    def max_size(self, pool: asyncpg.Pool) -> int:
+        return int(pool.get_max_size())
+
+    def is_closed(self, connection: Any) -> bool:
+        try:
+            return bool(connection.is_closed())
+        except pg_errors.InterfaceError:  # a pool proxy already released or terminated
+            return True
+
+    async def connect_probe(self, dsn: HostDsn, timeout: float) -> asyncpg.Connection:
+        return await asyncpg.connect(dsn.to_url(), timeout=timeout)
+
+    async def probe(self, connection: asyncpg.Connection) -> ProbeResult:
+        return probe_result(await connection.fetchrow(PROBE_QUERY))
+
+    async def close_probe(self, connection: asyncpg.Connection) -> None:
+        connection.terminate()  # never wait on a server that may be gone
+
+    def is_host_error(self, error: BaseException) -> bool:
+        if isinstance(error, _HOST_ERRORS):
+            return True
+        # asyncpg reports a connection closed under a query as InterfaceError.
+        return isinstance(error, pg_errors.InterfaceError) and "closed" in str(error)

@@ -1,0 +1,91 @@
+"""psycopg 3 behind the driver seam: one ``psycopg_pool.AsyncConnectionPool`` per host."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
+from ..dsn import HostDsn
+
+#: libpq rounds connect_timeout up to whole seconds (and at least 2);
+#: the real bound on a connect is the asyncio timeout around it.
+_MIN_LIBPQ_CONNECT_TIMEOUT = 2
+
+
+class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnection[Any]]):
+    name = "psycopg"
+
+    async def create_pool(
+        self, dsn: HostDsn, **pool_kwargs: Any
+    ) -> psycopg_pool.AsyncConnectionPool:
+        pool_kwargs.setdefault("open", False)
+        pool: psycopg_pool.AsyncConnectionPool = psycopg_pool.AsyncConnectionPool(
+            dsn.to_conninfo(), **pool_kwargs
+        )
+        try:
+            await pool.open(wait=True)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def acquire(
+        self, pool: psycopg_pool.AsyncConnectionPool, timeout: float | None, **kwargs: Any
+    ) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await pool.getconn(timeout=timeout, **kwargs)
+        except psycopg_pool.PoolTimeout as error:
+            raise asyncio.TimeoutError(str(error)) from error
+
+    async def release(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool,
+        connection: psycopg.AsyncConnection[Any],
+        **kwargs: Any,
+    ) -> None:
+        await pool.putconn(connection)
+
+    async def close_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        await pool.close()
+
+    async def terminate_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        # Borrowed connections were closed by terminate_connection(); this
+        # closes the idle ones and stops the pool's workers.
+        await pool.close(timeout=1.0)
+
+    async def terminate_connection(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        await connection.close()
+
+    def free_size(self, pool: psycopg_pool.AsyncConnectionPool) -> int:
+        # max - in use, where in use = opened - idle. Private counters: get_stats()
+        # builds a dict per call and this runs on every acquire.
+        return int(pool.max_size - pool._nconns + len(pool._pool))
+
+    def max_size(self, pool: psycopg_pool.AsyncConnectionPool) -> int:
+        return int(pool.max_size)
+
+    def is_closed(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+        return bool(connection.closed or connection.broken)
+
+    async def connect_probe(self, dsn: HostDsn, timeout: float) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            dsn.to_conninfo(),
+            autocommit=True,
+            connect_timeout=max(_MIN_LIBPQ_CONNECT_TIMEOUT, round(timeout + 0.5)),
+        )
+
+    async def probe(self, connection: psycopg.AsyncConnection[Any]) -> ProbeResult:
+        cursor = await connection.execute(PROBE_QUERY)
+        return probe_result(await cursor.fetchone())
+
+    async def close_probe(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        await connection.close()
+
+    def is_host_error(self, error: BaseException) -> bool:
+        return isinstance(
+            error, (OSError, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+        ) and not isinstance(error, psycopg_pool.PoolTimeout)

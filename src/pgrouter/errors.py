@@ -1,0 +1,38 @@
+"""Every exception pgrouter raises, under one base class.
+
+Messages name the host and the cause and never carry a password: whatever
+text reaches these classes has already been through :func:`pgrouter.dsn.redact`
+or is built from :class:`pgrouter.dsn.HostDsn`, whose ``str`` is redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class PgRouterError(Exception):
+    """Base class of every pgrouter error, so callers can catch ours alone."""
+
+
+class DsnError(PgRouterError, ValueError):
+    """A DSN could not be parsed; the message names the bad part, never the password.
+
+    Subclasses ``ValueError`` because a malformed DSN is a bad argument.
+    """
+
+
+class PoolManagerClosedError(PgRouterError, RuntimeError):
+    """The manager was closed or terminated; no new connection is handed out."""
+
+
+class NoHostAvailableError(PgRouterError, asyncio.TimeoutError):
+    """No suitable host gave a connection before the acquire timeout.
+
+    Subclasses ``asyncio.TimeoutError`` (``TimeoutError`` on 3.11+) so code
+    written for hasql, which raises a bare timeout, keeps working. The message
+    lists every host and why it could not be used.
+    """
+
+
+class ClusterError(PgRouterError, RuntimeError):
+    """The local test cluster (``pgrouter.testing``) failed to do what was asked."""

@@ -1,0 +1,557 @@
+"""The pool manager: one pool per host, routed by role, health and balancer.
+
+Data path of an acquire, top to bottom in :meth:`BasePoolManager._acquire`:
+DSN split into hosts (at construction) -> each host's :class:`HostChecker`
+keeps its pool and publishes its state -> the current
+:class:`TopologySnapshot` -> the balancer picks a host (or we await the next
+snapshot) -> the driver takes a connection from that host's pool -> the
+connection is recorded with its pool, so :meth:`release` returns it there even
+after the host changed role or left the rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any, Generic
+
+from .acquire import AcquireContext
+from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
+from .checker import HostChecker, describe_error
+from .driver import ConnT, Driver, PoolT
+from .dsn import HostDsn, split_dsn
+from .errors import NoHostAvailableError, PoolManagerClosedError
+from .topology import HostState, TopologyBoard, TopologySnapshot
+
+logger = logging.getLogger("pgrouter")
+
+DEFAULT_ACQUIRE_TIMEOUT = 1.0
+DEFAULT_REFRESH_DELAY = 1.0
+DEFAULT_REFRESH_TIMEOUT = 1.0
+DEFAULT_STOPWATCH_WINDOW_SIZE = 128
+
+
+class BasePoolManager(Generic[PoolT, ConnT]):
+    """Routes connections over every host of one cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        driver: Driver[PoolT, ConnT],
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+        refresh_delay: float = DEFAULT_REFRESH_DELAY,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        fallback_master: bool = False,
+        master_as_replica_weight: float = 0.0,
+        balancer_policy: type[AbstractBalancerPolicy]
+        | AbstractBalancerPolicy = GreedyBalancerPolicy,
+        stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
+        pool_factory_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        _check_weight(master_as_replica_weight)
+        for name, value in (
+            ("acquire_timeout", acquire_timeout),
+            ("refresh_delay", refresh_delay),
+            ("refresh_timeout", refresh_timeout),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self._hosts: list[HostDsn] = split_dsn(dsn)
+        self._driver = driver
+        self._acquire_timeout = acquire_timeout
+        self._refresh_delay = refresh_delay
+        self._refresh_timeout = refresh_timeout
+        self._fallback_master = fallback_master
+        self._master_as_replica_weight = master_as_replica_weight
+        self._balancer = balancer_policy() if isinstance(balancer_policy, type) else balancer_policy
+        self._board = TopologyBoard(self._hosts)
+        self._checkers: list[HostChecker[PoolT, ConnT]] = [
+            HostChecker(
+                index=index,
+                dsn=host,
+                driver=driver,
+                board=self._board,
+                pool_kwargs=dict(pool_factory_kwargs or {}),
+                refresh_delay=refresh_delay,
+                refresh_timeout=refresh_timeout,
+                stopwatch_window_size=stopwatch_window_size,
+            )
+            for index, host in enumerate(self._hosts)
+        ]
+        # id(connection) -> (connection, its pool, its host's index)
+        self._borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
+        self._releases_in_flight = 0
+        # Set while nothing is borrowed or on its way back; close() waits on it.
+        self._all_returned = asyncio.Event()
+        self._all_returned.set()
+        self._started = False
+        self._closing = False
+        self._closed = False
+        with contextlib.suppress(RuntimeError):  # no running loop: start on first use
+            asyncio.get_running_loop()
+            self._start()
+
+    def __repr__(self) -> str:
+        hosts = ",".join(host.address for host in self._hosts)
+        return f"<{type(self).__name__} hosts={hosts} driver={self._driver.name}>"
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def topology(self) -> TopologySnapshot:
+        """The current snapshot of every host's role and health."""
+        return self._board.current
+
+    @property
+    def hosts(self) -> list[HostDsn]:
+        return list(self._hosts)
+
+    @property
+    def dsn(self) -> list[HostDsn]:
+        """One redacted-on-print DSN per host (hasql exposes the split DSNs as ``dsn``)."""
+        return list(self._hosts)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pools(self) -> list[PoolT | None]:
+        """Each host's current pool, ``None`` where the host was never reached."""
+        return [checker.pool for checker in self._checkers]
+
+    @property
+    def available_pool_count(self) -> int:
+        snapshot = self._board.current
+        return len(snapshot.primaries) + len(snapshot.replicas)
+
+    @property
+    def master_pool_count(self) -> int:
+        return len(self._board.current.primaries)
+
+    @property
+    def replica_pool_count(self) -> int:
+        return len(self._board.current.replicas)
+
+    # -- acquire ----------------------------------------------------------
+
+    def acquire(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AcquireContext[ConnT]:
+        """A connection to the primary, or (``read_only``) to a replica.
+
+        Waits for a suitable host (woken by each new topology snapshot) and for
+        a free connection in its pool, both within ``timeout`` seconds.
+        """
+        if master_as_replica_weight is not None:
+            if not read_only:
+                raise ValueError("master_as_replica_weight is used only when read_only is True")
+            _check_weight(master_as_replica_weight)
+        self._raise_if_closed()
+        acquire = functools.partial(
+            self._acquire,
+            read_only=read_only,
+            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
+            master_as_replica_weight=(
+                (
+                    self._master_as_replica_weight
+                    if master_as_replica_weight is None
+                    else master_as_replica_weight
+                )
+                if read_only
+                else 0.0
+            ),
+            timeout=self._acquire_timeout if timeout is None else timeout,
+            kwargs=kwargs,
+        )
+        return AcquireContext(acquire, self._release_after_use)
+
+    def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
+        return self.acquire(read_only=False, timeout=timeout, **kwargs)
+
+    def acquire_replica(
+        self,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AcquireContext[ConnT]:
+        return self.acquire(
+            read_only=True,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    async def _acquire(
+        self,
+        *,
+        read_only: bool,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+        timeout: float,
+        kwargs: dict[str, Any],
+    ) -> ConnT:
+        self._start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        failures: dict[int, str] = {}  # host index -> why its pool gave no connection
+
+        def pick(snapshot: TopologySnapshot) -> HostState | None:
+            return self._balancer.pick(
+                snapshot,
+                read_only=read_only,
+                fallback_master=fallback_master,
+                master_as_replica_weight=master_as_replica_weight,
+                free_size=self._free_size_of_host,
+            )
+
+        while True:
+            self._raise_if_closed()
+            host = pick(self._board.current)
+            if host is None:
+                try:
+                    await self._board.wait_for(
+                        lambda snapshot: pick(snapshot) is not None, deadline - loop.time()
+                    )
+                except asyncio.TimeoutError:
+                    raise self._no_host_error(
+                        read_only, fallback_master, timeout, failures
+                    ) from None
+                continue
+
+            checker = self._checkers[host.index]
+            pool = checker.pool
+            if pool is None:  # pools are being closed; the closed check above ends this
+                await asyncio.sleep(0)
+                continue
+            try:
+                connection = await self._driver.acquire(
+                    pool, max(deadline - loop.time(), 0), **kwargs
+                )
+            except asyncio.TimeoutError:
+                failures[host.index] = "no free connection in its pool"
+                raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
+            except Exception as error:
+                if not self._driver.is_host_error(error):
+                    raise
+                # The host broke under us: check it now, then route again on
+                # the snapshot that check produces.
+                failures[host.index] = describe_error(error)
+                checker.request_check()
+                try:
+                    await self._board.wait_for(
+                        functools.partial(_checked_since, host),
+                        deadline - loop.time(),
+                    )
+                except asyncio.TimeoutError:
+                    raise self._no_host_error(
+                        read_only, fallback_master, timeout, failures
+                    ) from None
+                continue
+
+            # No await between the driver handing over the connection and this
+            # record: a cancellation cannot fall between them and leak it.
+            self._borrowed[id(connection)] = (connection, pool, host.index)
+            self._all_returned.clear()
+            return connection
+
+    def _no_host_error(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        timeout: float,
+        failures: dict[int, str],
+    ) -> NoHostAvailableError:
+        wanted = (
+            "a replica" + (" or the primary" if fallback_master else "")
+            if read_only
+            else "the primary"
+        )
+        hosts = []
+        for host in self._board.current:
+            line = host.describe()
+            if host.index in failures:
+                line += f" [acquire failed: {failures[host.index]}]"
+            hosts.append(line)
+        return NoHostAvailableError(
+            f"no connection to {wanted} within {timeout:g} s; hosts: " + "; ".join(hosts)
+        )
+
+    # -- release ----------------------------------------------------------
+
+    async def release(self, connection: ConnT, **kwargs: Any) -> None:
+        """Give back a connection from ``await pm.acquire()``, to the pool it came from."""
+        record = self._borrowed.get(id(connection))
+        if record is None and self._closed:
+            return  # terminate() already closed it
+        if record is None or record[0] is not connection:
+            raise ValueError(
+                f"release() got a connection this manager did not hand out: {connection!r}"
+            )
+        await self._give_back(record, None, **kwargs)
+
+    async def _release_after_use(self, connection: ConnT, error: BaseException | None) -> None:
+        record = self._borrowed.get(id(connection))
+        if record is not None and record[0] is connection:
+            await self._give_back(record, error)
+
+    async def _give_back(
+        self,
+        record: tuple[ConnT, PoolT, int],
+        error: BaseException | None,
+        **kwargs: Any,
+    ) -> None:
+        connection, pool, index = record
+        # Forget it before the driver can hand it to the next caller, whose
+        # record would otherwise be the one deleted.
+        del self._borrowed[id(connection)]
+        if (error is not None and self._driver.is_host_error(error)) or (
+            self._driver.is_closed(connection)
+        ):
+            self._checkers[index].request_check()
+        self._releases_in_flight += 1
+        # Shielded: a caller cancelled while releasing must not strand the
+        # connection half way back; the release finishes on its own.
+        await asyncio.shield(self._return_to_pool(connection, pool, kwargs))
+
+    async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
+        try:
+            await self._driver.release(pool, connection, **kwargs)
+        finally:
+            self._releases_in_flight -= 1
+            if not self._borrowed and not self._releases_in_flight:
+                self._all_returned.set()
+
+    # -- hasql-compatible pool-level API -----------------------------------
+
+    async def get_pool(
+        self,
+        read_only: bool,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+    ) -> PoolT | None:
+        """The pool the balancer would pick now, or ``None`` (does not wait)."""
+        self._start()
+        host = self._balancer.pick(
+            self._board.current,
+            read_only=read_only,
+            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
+            master_as_replica_weight=(master_as_replica_weight or 0.0) if read_only else 0.0,
+            free_size=self._free_size_of_host,
+        )
+        return None if host is None else self._checkers[host.index].pool
+
+    async def get_master_pools(self) -> list[PoolT]:
+        """Pools of the hosts that are primary now (does not wait)."""
+        return self._pools_of(self._board.current.primaries)
+
+    async def get_replica_pools(self, fallback_master: bool = False) -> list[PoolT]:
+        """Pools of the replicas now; the primary's too when none and ``fallback_master``."""
+        snapshot = self._board.current
+        hosts = snapshot.replicas or (snapshot.primaries if fallback_master else [])
+        return self._pools_of(hosts)
+
+    def _pools_of(self, hosts: Sequence[HostState]) -> list[PoolT]:
+        pools = [self._checkers[host.index].pool for host in hosts]
+        return [pool for pool in pools if pool is not None]
+
+    def pool_is_master(self, pool: PoolT) -> bool:
+        host = self._host_of_pool(pool)
+        return host is not None and host.is_primary
+
+    def pool_is_replica(self, pool: PoolT) -> bool:
+        host = self._host_of_pool(pool)
+        return host is not None and host.is_replica
+
+    def get_pool_freesize(self, pool: PoolT) -> int:
+        return self._driver.free_size(pool)
+
+    def get_last_response_time(self, pool: PoolT) -> float | None:
+        """Median probe time (seconds) of the pool's host over the stopwatch window."""
+        host = self._host_of_pool(pool)
+        return None if host is None else host.latency
+
+    def is_connection_closed(self, connection: ConnT) -> bool:
+        return self._driver.is_closed(connection)
+
+    def acquire_from_pool(self, pool: PoolT, **kwargs: Any) -> AcquireContext[ConnT]:
+        """A connection from this very pool, whatever its host's role."""
+        index = self._index_of_pool(pool)
+        timeout = kwargs.pop("timeout", self._acquire_timeout)
+
+        async def acquire() -> ConnT:
+            self._raise_if_closed()
+            connection = await self._driver.acquire(pool, timeout, **kwargs)
+            self.register_connection(connection, pool, _index=index)
+            return connection
+
+        return AcquireContext(acquire, self._release_after_use)
+
+    async def release_to_pool(self, connection: ConnT, pool: PoolT, **kwargs: Any) -> None:
+        record = self._borrowed.get(id(connection))
+        if record is not None and record[0] is connection:
+            if record[1] is not pool:
+                raise ValueError("release_to_pool(): the connection came from another pool")
+            await self._give_back(record, None, **kwargs)
+        else:
+            await asyncio.shield(self._driver.release(pool, connection, **kwargs))
+
+    def register_connection(
+        self, connection: ConnT, pool: PoolT, *, _index: int | None = None
+    ) -> None:
+        """Record a connection taken from ``pool`` so ``release(connection)`` finds its pool."""
+        index = self._index_of_pool(pool) if _index is None else _index
+        self._borrowed[id(connection)] = (connection, pool, index)
+        self._all_returned.clear()
+
+    def _free_size_of_host(self, host: HostState) -> int:
+        pool = self._checkers[host.index].pool
+        return 0 if pool is None else self._driver.free_size(pool)
+
+    def _index_of_pool(self, pool: object) -> int:
+        for checker in self._checkers:
+            if checker.owns(pool):
+                return checker.index
+        raise ValueError(f"{pool!r} is not a pool of this manager")
+
+    def _host_of_pool(self, pool: object) -> HostState | None:
+        for checker in self._checkers:
+            if checker.pool is pool:
+                return self._board.current.hosts[checker.index]
+        return None
+
+    # -- readiness ----------------------------------------------------------
+
+    async def ready(
+        self,
+        masters_count: int | None = None,
+        replicas_count: int | None = None,
+        timeout: float | None = 10,
+    ) -> None:
+        """Wait until that many primaries and replicas are usable (default: every host)."""
+        self._start()
+        everyone = masters_count is None and replicas_count is None
+
+        def is_ready(snapshot: TopologySnapshot) -> bool:
+            if everyone:
+                return all(host.healthy for host in snapshot)
+            return len(snapshot.primaries) >= (masters_count or 0) and len(snapshot.replicas) >= (
+                replicas_count or 0
+            )
+
+        try:
+            await self._board.wait_for(is_ready, timeout)
+        except asyncio.TimeoutError:
+            wanted = (
+                "every host"
+                if everyone
+                else f"{masters_count or 0} primary(ies) and {replicas_count or 0} replica(s)"
+            )
+            raise NoHostAvailableError(
+                f"not ready within {timeout:g} s, waiting for {wanted}; hosts: "
+                + self._board.current.describe()
+            ) from None
+
+    async def wait_all_ready(self) -> None:
+        await self.ready(timeout=None)
+
+    async def wait_masters_ready(self, masters_count: int) -> None:
+        await self.ready(masters_count=masters_count, replicas_count=0, timeout=None)
+
+    async def wait_replicas_ready(self, replicas_count: int) -> None:
+        await self.ready(masters_count=0, replicas_count=replicas_count, timeout=None)
+
+    async def wait_next_pool_check(self, timeout: float = 10) -> None:
+        """Wait until every host finished one more check than it had now."""
+        self._start()
+        seen = [host.check_count for host in self._board.current]
+        await self._board.wait_for(
+            lambda snapshot: all(host.check_count > seen[host.index] for host in snapshot),
+            timeout,
+        )
+
+    async def wait_first_checks(self, timeout: float | None = None) -> None:
+        """Wait until every host has had one verdict, up or down."""
+        self._start()
+        await self._board.wait_for(
+            lambda snapshot: all(host.check_count > 0 for host in snapshot), timeout
+        )
+
+    # -- life cycle ---------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for checker in self._checkers:
+            checker.start()
+
+    def _raise_if_closed(self) -> None:
+        if self._closing or self._closed:
+            raise PoolManagerClosedError(f"{self!r} is closed")
+
+    async def close(self) -> None:
+        """Graceful: no new acquires; waits for borrowed connections, then closes the pools."""
+        if self._closed:
+            return
+        self._closing = True
+        await self._stop_checkers()
+        await self._all_returned.wait()
+        await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
+        self._closed = True
+
+    async def terminate(self) -> None:
+        """Close every connection now, borrowed ones too."""
+        self._closing = True
+        await self._stop_checkers()
+        borrowed, self._borrowed = list(self._borrowed.values()), {}
+        await asyncio.gather(
+            *(self._driver.terminate_connection(connection) for connection, _, _ in borrowed),
+            return_exceptions=True,
+        )
+        await asyncio.gather(*(checker.close_pools(terminate=True) for checker in self._checkers))
+        self._all_returned.set()
+        self._closed = True
+
+    async def _stop_checkers(self) -> None:
+        await asyncio.gather(*(checker.stop() for checker in self._checkers))
+
+    async def __aenter__(self) -> BasePoolManager[PoolT, ConnT]:
+        """Start, and return once every host has had its first check.
+
+        A host that is down does not fail the start (that is what a
+        high-availability cluster is for); ``ready()`` waits for more if needed.
+        """
+        await self.wait_first_checks(timeout=self._refresh_timeout + 10)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
+    """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
+    return snapshot.hosts[host.index].check_count > host.check_count
+
+
+def _check_weight(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"master_as_replica_weight must be within [0, 1], got {weight!r}")
+
+
+__all__ = ["BasePoolManager"]
