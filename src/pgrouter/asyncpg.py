@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from .drivers.asyncpg import AsyncpgDriver
 from .manager import BasePoolManager
 
 
-class PoolManager(BasePoolManager["asyncpg.Pool", "asyncpg.Connection"]):
+class PoolManager(BasePoolManager[asyncpg.Pool, asyncpg.Connection]):
     def __init__(self, dsn: str, **kwargs: Any) -> None:
         super().__init__(dsn, driver=AsyncpgDriver(), **kwargs)
 

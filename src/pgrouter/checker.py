@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any, Generic
 
+from .bounded import wait_bounded
 from .driver import ConnT, Driver, PoolT, ProbeResult
 from .dsn import HostDsn, redact
 from .topology import HostRole, HostState, TopologyBoard
@@ -119,7 +120,7 @@ class HostChecker(Generic[PoolT, ConnT]):
     async def check_once(self) -> HostState:
         """Probe the host, open or rebuild its pool if needed, publish the result."""
         try:
-            result, elapsed = await asyncio.wait_for(self._probe(), self._refresh_timeout)
+            result, elapsed = await self._probe()
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -128,6 +129,12 @@ class HostChecker(Generic[PoolT, ConnT]):
 
         self._response_times.append(elapsed)
         role = HostRole.REPLICA if result.in_recovery else HostRole.PRIMARY
+        previous = self._board.current.hosts[self.index]
+        if previous.server_started_at not in (None, result.server_started_at):
+            # Restarted between two checks (a fast restart, a rewind): every
+            # connection in the pool died with the old server process.
+            logger.info("pgrouter: %s restarted; rebuilding its pool", self.dsn.address)
+            self._pool_is_stale = self.pool is not None
         try:
             await self._ensure_pool()
         except asyncio.CancelledError:
@@ -137,24 +144,38 @@ class HostChecker(Generic[PoolT, ConnT]):
         return self._publish_success(role, result, elapsed)
 
     async def _probe(self) -> tuple[ProbeResult, float]:
+        """Connect if needed and run the probe, all within ``refresh_timeout``.
+
+        Bounded with :func:`wait_bounded`, not ``wait_for``: a frozen host must
+        leave the rotation at the deadline, not when the driver has finished
+        unwinding its cancellation.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._refresh_timeout
         if self._probe_connection is None:
-            self._probe_connection = await self._driver.connect_probe(
-                self.dsn, self._refresh_timeout
+            self._probe_connection = await wait_bounded(
+                self._driver.connect_probe(self.dsn, self._refresh_timeout),
+                self._refresh_timeout,
+                dispose_late=self._driver.close_probe,
             )
         started = time.perf_counter()
-        result = await self._driver.probe(self._probe_connection)
+        result = await wait_bounded(
+            self._driver.probe(self._probe_connection), max(deadline - loop.time(), 0.001)
+        )
         return result, time.perf_counter() - started
 
     async def _ensure_pool(self) -> None:
         if self.pool is not None and not self._pool_is_stale:
             return
         timeout = max(MIN_POOL_OPEN_TIMEOUT, self._refresh_timeout)
-        new_pool = await asyncio.wait_for(
-            self._driver.create_pool(self.dsn, **self._pool_kwargs), timeout
+        new_pool = await wait_bounded(
+            self._driver.create_pool(self.dsn, **self._pool_kwargs),
+            timeout,
+            dispose_late=self._driver.terminate_pool,
         )
         old_pool, self.pool, self._pool_is_stale = self.pool, new_pool, False
         if old_pool is not None:
-            logger.info("pgrouter: %s is back; its pool was rebuilt", self.dsn.address)
+            logger.info("pgrouter: %s: pool rebuilt", self.dsn.address)
             self._retire(old_pool)
 
     def _retire(self, pool: PoolT) -> None:
@@ -204,6 +225,8 @@ class HostChecker(Generic[PoolT, ConnT]):
             latency=self.median_response_time(),
             last_latency=elapsed,
             wal_lsn=result.wal_lsn,
+            timeline=result.timeline,
+            server_started_at=result.server_started_at,
             last_error=None,
             checked_at=time.monotonic(),
             check_count=previous.check_count + 1,

@@ -51,7 +51,7 @@ def format_topology(snapshot: TopologySnapshot) -> str:
                 "yes" if host.healthy else "no",
                 "-" if host.latency is None else f"{host.latency * 1000:.2f} ms",
                 "-" if lag is None else f"{lag} B",
-                host.last_error or "",
+                "FENCED: split brain" if host in snapshot.fenced else (host.last_error or ""),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -71,9 +71,10 @@ async def status(dsn: str, driver: str | None, timeout: float) -> int:
     finally:
         await manager.terminate()
     print(format_topology(snapshot))
-    primaries = snapshot.primaries
-    if len(primaries) != 1:
-        print(f"\n{len(primaries)} primaries found", file=sys.stderr)
+    claimed = snapshot.claimed_primaries
+    if len(claimed) != 1:
+        detail = "; ".join(snapshot.describe_host(host) for host in claimed) or "none"
+        print(f"\n{len(claimed)} hosts claim primary: {detail}", file=sys.stderr)
         return 1
     return 0
 

@@ -17,11 +17,16 @@ from .dsn import HostDsn
 PoolT = TypeVar("PoolT")
 ConnT = TypeVar("ConnT")
 
-#: One query tells role and WAL position, so a check is a single round trip.
+#: One round trip tells role, WAL position, timeline (of a primary) and when the
+#: server started: a changed start time means every pooled connection is dead;
+#: the timeline settles which of two primaries is the newer (split brain).
 PROBE_QUERY = (
     "SELECT pg_is_in_recovery(), "
     "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text"
+    "ELSE pg_current_wal_lsn() END)::text, "
+    "CASE WHEN pg_is_in_recovery() THEN NULL "
+    "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
+    "extract(epoch from pg_postmaster_start_time())::float8"
 )
 
 
@@ -31,6 +36,8 @@ class ProbeResult:
 
     in_recovery: bool
     wal_lsn: int | None
+    timeline: int | None = None  # primaries only
+    server_started_at: float | None = None  # epoch seconds
 
 
 def parse_lsn(text: str | None) -> int | None:
@@ -42,8 +49,14 @@ def parse_lsn(text: str | None) -> int | None:
 
 
 def probe_result(row: tuple[Any, ...] | Any) -> ProbeResult:
-    in_recovery, lsn = row[0], row[1]
-    return ProbeResult(in_recovery=bool(in_recovery), wal_lsn=parse_lsn(lsn))
+    """Build the result from the probe's row, as any driver returns it."""
+    in_recovery, lsn, timeline, started = row[0], row[1], row[2], row[3]
+    return ProbeResult(
+        in_recovery=bool(in_recovery),
+        wal_lsn=parse_lsn(lsn),
+        timeline=None if timeline is None else int(timeline),
+        server_started_at=None if started is None else float(started),
+    )
 
 
 class Driver(abc.ABC, Generic[PoolT, ConnT]):

@@ -24,6 +24,7 @@ from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
 from .errors import NoHostAvailableError, PoolManagerClosedError
+from .primary_watch import PrimaryWatch
 from .topology import HostState, TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
@@ -51,6 +52,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         | AbstractBalancerPolicy = GreedyBalancerPolicy,
         stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
         pool_factory_kwargs: dict[str, Any] | None = None,
+        event_driven_checks: bool = True,
     ) -> None:
         _check_weight(master_as_replica_weight)
         for name, value in (
@@ -82,6 +84,13 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             )
             for index, host in enumerate(self._hosts)
         ]
+        # Event-driven checks: a host error checks that host at once, and with
+        # no primary every host is re-checked on a short backoff. Off, hosts
+        # are checked every refresh_delay only (what hasql does).
+        self._event_driven_checks = event_driven_checks
+        self._primary_watch = PrimaryWatch(
+            self._board, [checker.request_check for checker in self._checkers], refresh_delay
+        )
         # id(connection) -> (connection, its pool, its host's index)
         self._borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
         self._releases_in_flight = 0
@@ -252,7 +261,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 # The host broke under us: check it now, then route again on
                 # the snapshot that check produces.
                 failures[host.index] = describe_error(error)
-                checker.request_check()
+                self._check_now(host.index)
                 try:
                     await self._board.wait_for(
                         functools.partial(_checked_since, host),
@@ -323,7 +332,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if (error is not None and self._driver.is_host_error(error)) or (
             self._driver.is_closed(connection)
         ):
-            self._checkers[index].request_check()
+            self._check_now(index)
         self._releases_in_flight += 1
         # Shielded: a caller cancelled while releasing must not strand the
         # connection half way back; the release finishes on its own.
@@ -372,11 +381,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     def pool_is_master(self, pool: PoolT) -> bool:
         host = self._host_of_pool(pool)
-        return host is not None and host.is_primary
+        return host is not None and self._board.current.is_primary(host)
 
     def pool_is_replica(self, pool: PoolT) -> bool:
         host = self._host_of_pool(pool)
-        return host is not None and host.is_replica
+        return host is not None and self._board.current.is_replica(host)
 
     def get_pool_freesize(self, pool: PoolT) -> int:
         return self._driver.free_size(pool)
@@ -418,6 +427,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         index = self._index_of_pool(pool) if _index is None else _index
         self._borrowed[id(connection)] = (connection, pool, index)
         self._all_returned.clear()
+
+    def _check_now(self, index: int) -> None:
+        """A connection to this host just failed: check it without waiting for the tick."""
+        if self._event_driven_checks:
+            self._checkers[index].request_check()
 
     def _free_size_of_host(self, host: HostState) -> int:
         pool = self._checkers[host.index].pool
@@ -500,6 +514,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._started = True
         for checker in self._checkers:
             checker.start()
+        if self._event_driven_checks:
+            self._primary_watch.start()
 
     def _raise_if_closed(self) -> None:
         if self._closing or self._closed:
@@ -529,6 +545,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._closed = True
 
     async def _stop_checkers(self) -> None:
+        await self._primary_watch.stop()
         await asyncio.gather(*(checker.stop() for checker in self._checkers))
 
     async def __aenter__(self) -> BasePoolManager[PoolT, ConnT]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,8 @@ class HostState:
     latency: float | None = None  # median probe time over the stopwatch window, seconds
     last_latency: float | None = None  # the last probe alone, seconds
     wal_lsn: int | None = None  # primary: current WAL position; replica: replayed position
+    timeline: int | None = None  # a primary's current timeline (split-brain tie breaker)
+    server_started_at: float | None = None  # a change means the server restarted
     last_error: str | None = None  # why the last check failed (redacted), None if it passed
     checked_at: float | None = None  # time.monotonic() of the last finished check
     check_count: int = 0  # finished checks, pass or fail
@@ -48,7 +51,8 @@ class HostState:
         return self.dsn.address
 
     @property
-    def is_primary(self) -> bool:
+    def claims_primary(self) -> bool:
+        """Healthy and not in recovery; :attr:`TopologySnapshot.primaries` has the final say."""
         return self.healthy and self.role is HostRole.PRIMARY
 
     @property
@@ -78,13 +82,43 @@ class TopologySnapshot:
     def __iter__(self) -> Iterator[HostState]:
         return iter(self.hosts)
 
-    @property
+    @functools.cached_property
+    def claimed_primaries(self) -> list[HostState]:
+        """Every healthy host not in recovery; more than one is a split brain."""
+        return [host for host in self.hosts if host.claims_primary]
+
+    @functools.cached_property
     def primaries(self) -> list[HostState]:
-        return [host for host in self.hosts if host.is_primary]
+        """The primary writes go to: at most one, even in a split brain.
+
+        Rule when several hosts claim primary: the highest timeline wins (a
+        promotion starts a new timeline, so an old primary that came back
+        without being demoted loses), then the first in DSN order. The losers
+        are fenced: no reads, no writes, until they rejoin as replicas.
+        """
+        claimed = self.claimed_primaries
+        if len(claimed) <= 1:
+            return claimed
+        return [max(claimed, key=lambda host: (host.timeline or -1, -host.index))]
 
     @property
+    def fenced(self) -> list[HostState]:
+        """Hosts claiming primary that lost the split-brain rule."""
+        return [host for host in self.claimed_primaries if host not in self.primaries]
+
+    @property
+    def split_brain(self) -> bool:
+        return len(self.claimed_primaries) > 1
+
+    @functools.cached_property
     def replicas(self) -> list[HostState]:
-        return [host for host in self.hosts if host.is_replica]
+        return [host for host in self.hosts if host.healthy and host.role is HostRole.REPLICA]
+
+    def is_primary(self, host: HostState) -> bool:
+        return any(primary.index == host.index for primary in self.primaries)
+
+    def is_replica(self, host: HostState) -> bool:
+        return any(replica.index == host.index for replica in self.replicas)
 
     def replication_lag_bytes(self, host: HostState) -> int | None:
         """How far a replica's replay is behind the primary, in WAL bytes.
@@ -93,7 +127,7 @@ class TopologySnapshot:
         this is an estimate good to about one check interval of traffic.
         """
         primaries = self.primaries
-        if not host.is_replica or host.wal_lsn is None or len(primaries) != 1:
+        if not self.is_replica(host) or host.wal_lsn is None or not primaries:
             return None
         primary_lsn = primaries[0].wal_lsn
         if primary_lsn is None:
@@ -101,7 +135,17 @@ class TopologySnapshot:
         return max(0, primary_lsn - host.wal_lsn)
 
     def describe(self) -> str:
-        return "; ".join(host.describe() for host in self.hosts)
+        return "; ".join(self.describe_host(host) for host in self.hosts)
+
+    def describe_host(self, host: HostState) -> str:
+        line = host.describe()
+        if host in self.fenced:
+            winner = self.primaries[0]
+            line += (
+                f" FENCED (split brain: timeline {host.timeline} vs {winner.timeline}"
+                f" of {winner.address})"
+            )
+        return line
 
     def with_host(self, state: HostState) -> TopologySnapshot:
         hosts = list(self.hosts)

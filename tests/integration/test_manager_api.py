@@ -195,17 +195,21 @@ async def test_greedy_picks_the_pool_with_most_free_connections(
         assert len(set(ports)) == 2
 
 
-async def test_random_weighted_spreads_reads(
+async def test_random_weighted_follows_measured_latency(
     shared_cluster: LocalCluster, manager_cls: Any
 ) -> None:
+    # Long refresh_delay: the latencies the policy weighs stay fixed during the reads.
     async with manager_cls(
-        shared_cluster.dsn(), balancer_policy=RandomWeightedBalancerPolicy, refresh_delay=0.05
+        shared_cluster.dsn(), balancer_policy=RandomWeightedBalancerPolicy, refresh_delay=30
     ) as pm:
         await pm.ready()
-        await pm.wait_next_pool_check()
-        counts = collections.Counter(await _replica_ports_of_reads(pm, 200))
-        assert len(counts) == 2
-        assert min(counts.values()) > 30, counts  # similar latencies: no host starved
+        replicas = pm.topology.replicas
+        counts = collections.Counter(await _replica_ports_of_reads(pm, 300))
+        assert [h.latency for h in pm.topology.replicas] == [h.latency for h in replicas]
+        weights = {h.dsn.port: 1 / h.latency for h in replicas}
+        for port, weight in weights.items():
+            expected = weight / sum(weights.values())
+            assert abs(counts[port] / 300 - expected) < 0.12, (counts, weights)
 
 
 async def test_timeout_error_names_every_host_and_no_password(

@@ -18,7 +18,7 @@ _HOST_ERRORS = (
 )
 
 
-class AsyncpgDriver(Driver["asyncpg.Pool", "asyncpg.Connection"]):
+class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     name = "asyncpg"
 
     async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> asyncpg.Pool:

@@ -1,0 +1,73 @@
+"""A timeout that returns on time, and never leaks what arrives late.
+
+``asyncio.wait_for`` waits for the cancelled operation to finish before it
+raises. Some drivers take seconds to unwind a cancellation against a frozen
+server (psycopg tries to cancel the query server side for up to 5 s, then
+waits again), so a 1 s probe timeout could take 11 s. :func:`wait_bounded`
+instead abandons the operation at the deadline: it keeps running in the
+background until its cancellation completes, and if it produced something
+anyway (a connection that arrived late), ``dispose_late`` gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+logger = logging.getLogger("pgrouter")
+
+#: Abandoned operations still running: held so they are not garbage collected.
+_abandoned: set[asyncio.Future[object]] = set()
+
+
+async def wait_bounded(
+    awaitable: Awaitable[T],
+    timeout: float | None,
+    dispose_late: Callable[[T], Awaitable[object]] | None = None,
+) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds (``None``: no limit).
+
+    Raises ``asyncio.TimeoutError`` at the deadline. If the caller is
+    cancelled, or the deadline passes, and the operation still succeeds
+    later, its result goes to ``dispose_late`` (e.g. to close or release it).
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        abandon(task, dispose_late)
+        raise
+    if not done:
+        abandon(task, dispose_late)
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def abandon(
+    task: asyncio.Future[T],
+    dispose_late: Callable[[T], Awaitable[object]] | None = None,
+) -> None:
+    """Cancel ``task`` without waiting; dispose of its result if it still produces one."""
+    task.cancel()
+    _abandoned.add(task)  # type: ignore[arg-type]
+
+    def on_done(finished: asyncio.Future[T]) -> None:
+        _abandoned.discard(finished)  # type: ignore[arg-type]
+        if finished.cancelled() or finished.exception() is not None:
+            return  # exception() also marks it retrieved: no "never retrieved" noise
+        if dispose_late is not None:
+            disposal = asyncio.ensure_future(dispose_late(finished.result()))
+            _abandoned.add(disposal)
+            disposal.add_done_callback(_forget_disposal)
+
+    task.add_done_callback(on_done)
+
+
+def _forget_disposal(disposal: asyncio.Future[object]) -> None:
+    _abandoned.discard(disposal)
+    if not disposal.cancelled() and disposal.exception() is not None:
+        logger.debug("pgrouter: disposing of a late result failed: %r", disposal.exception())
