@@ -18,10 +18,17 @@ _HOST_ERRORS = (
 )
 
 
+#: Connect timeout of pool connections unless the caller sets ``timeout``.
+CONNECT_TIMEOUT = 5.0
+
+
 class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     name = "asyncpg"
 
     async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> asyncpg.Pool:
+        # asyncpg waits 60 s for a connect by default; a host that hangs must
+        # fail sooner so the caller's acquire can go elsewhere.
+        pool_kwargs.setdefault("timeout", CONNECT_TIMEOUT)
         return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
 
     async def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Any:

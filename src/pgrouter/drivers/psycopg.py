@@ -11,6 +11,18 @@ import psycopg_pool
 from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
 from ..dsn import HostDsn
 
+#: Applied to pool connections unless the DSN sets them: a dead peer or a
+#: network that drops packets surfaces as an error (and so as an event that
+#: checks the host at once) instead of a connection hanging for minutes.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "1",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",  # ms of unacknowledged data before the kernel gives up
+}
+
 #: libpq rounds connect_timeout up to whole seconds (and at least 2);
 #: the real bound on a connect is the asyncio timeout around it.
 _MIN_LIBPQ_CONNECT_TIMEOUT = 2
@@ -24,7 +36,7 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
     ) -> psycopg_pool.AsyncConnectionPool:
         pool_kwargs.setdefault("open", False)
         pool: psycopg_pool.AsyncConnectionPool = psycopg_pool.AsyncConnectionPool(
-            dsn.to_conninfo(), **pool_kwargs
+            with_connection_defaults(dsn).to_conninfo(), **pool_kwargs
         )
         try:
             await pool.open(wait=True)
@@ -73,7 +85,7 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
 
     async def connect_probe(self, dsn: HostDsn, timeout: float) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            dsn.to_conninfo(),
+            with_connection_defaults(dsn).to_conninfo(),
             autocommit=True,
             connect_timeout=max(_MIN_LIBPQ_CONNECT_TIMEOUT, round(timeout + 0.5)),
         )
@@ -89,3 +101,10 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
         return isinstance(
             error, (OSError, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
         ) and not isinstance(error, psycopg_pool.PoolTimeout)
+
+
+def with_connection_defaults(dsn: HostDsn) -> HostDsn:
+    """``dsn`` plus :data:`CONNECTION_DEFAULTS` for the options it does not set."""
+    present = {key for key, _ in dsn.options}
+    missing = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in present}
+    return dsn.with_options(**missing) if missing else dsn
