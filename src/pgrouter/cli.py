@@ -47,7 +47,7 @@ def format_topology(snapshot: TopologySnapshot) -> str:
         rows.append(
             (
                 host.address,
-                host.role.value,
+                "down" if host.last_error and not host.healthy else host.role.value,
                 "yes" if host.healthy else "no",
                 "-" if host.latency is None else f"{host.latency * 1000:.2f} ms",
                 "-" if lag is None else f"{lag} B",

@@ -65,6 +65,16 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     #: Short name used in logs and test ids.
     name: str = "driver"
 
+    def release_needs_shield(self, pool: PoolT, connection: ConnT) -> bool:
+        """False when :meth:`release` cannot lose the connection if cancelled.
+
+        The manager then awaits the release directly; otherwise it shields it
+        from the caller's cancellation, which costs a task and a few loop
+        iterations per release. A driver answers False when its release
+        shields itself, or when it can tell the release will not suspend.
+        """
+        return True
+
     @abc.abstractmethod
     async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> PoolT:
         """Open a pool to one host; ``pool_kwargs`` are the caller's, unchanged."""

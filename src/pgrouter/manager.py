@@ -20,6 +20,7 @@ from typing import Any, Generic
 
 from .acquire import AcquireContext
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
+from .bounded import abandon
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
@@ -249,8 +250,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 await asyncio.sleep(0)
                 continue
             try:
-                connection = await self._driver.acquire(
-                    pool, max(deadline - loop.time(), 0), **kwargs
+                connection = await self._take_while_usable(
+                    pool, host, max(deadline - loop.time(), 0), kwargs
                 )
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
@@ -273,11 +274,45 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                     ) from None
                 continue
 
+            if connection is None:
+                failures[host.index] = "left the rotation while we waited for its pool"
+                continue
+
             # No await between the driver handing over the connection and this
             # record: a cancellation cannot fall between them and leak it.
             self._borrowed[id(connection)] = (connection, pool, host.index)
             self._all_returned.clear()
             return connection
+
+    async def _take_while_usable(
+        self, pool: PoolT, host: HostState, timeout: float, kwargs: dict[str, Any]
+    ) -> ConnT | None:
+        """A connection from ``host``'s pool, or ``None`` if the host stops being usable first.
+
+        With a free connection the driver answers at once. Otherwise we may
+        wait up to the whole timeout in that pool's queue, so we also watch the
+        snapshots: when the host dies or changes role, the wait is abandoned
+        (a connection that still arrives goes straight back) and the caller
+        routes again instead of timing out on a dead primary.
+        """
+        if self._driver.free_size(pool) > 0:
+            return await self._driver.acquire(pool, timeout, **kwargs)
+        taking = asyncio.ensure_future(self._driver.acquire(pool, timeout, **kwargs))
+        host_left = asyncio.ensure_future(
+            self._board.wait_for(functools.partial(_no_longer_usable, host), None)
+        )
+        give_back_late = functools.partial(self._driver.release, pool)
+        try:
+            await asyncio.wait({taking, host_left}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            host_left.cancel()
+            abandon(taking, give_back_late)
+            raise
+        host_left.cancel()
+        if taking.done():
+            return taking.result()
+        abandon(taking, give_back_late)
+        return None
 
     def _no_host_error(
         self,
@@ -334,9 +369,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         ):
             self._check_now(index)
         self._releases_in_flight += 1
-        # Shielded: a caller cancelled while releasing must not strand the
-        # connection half way back; the release finishes on its own.
-        await asyncio.shield(self._return_to_pool(connection, pool, kwargs))
+        release = self._return_to_pool(connection, pool, kwargs)
+        if not self._driver.release_needs_shield(pool, connection):
+            await release
+        else:
+            # A caller cancelled while releasing must not strand the connection
+            # half way back: the release finishes on its own. (A shield costs a
+            # task and three loop iterations per release, hence the driver flag.)
+            await asyncio.shield(release)
 
     async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
         try:
@@ -559,6 +599,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _no_longer_usable(host: HostState, snapshot: TopologySnapshot) -> bool:
+    """True once ``snapshot`` shows ``host`` down, in another role, or fenced."""
+    now = snapshot.hosts[host.index]
+    return not now.healthy or now.role is not host.role or now in snapshot.fenced
 
 
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -116,3 +117,27 @@ async def test_acquire_waits_for_a_host_that_comes_up(
 async def _write_port(pm: Any) -> int:
     async with pm.acquire_master(timeout=20) as conn:
         return await server_port(conn)
+
+
+async def test_writer_queued_on_a_dead_primary_is_rerouted(
+    cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
+) -> None:
+    """A writer waiting in the full pool of a primary that dies gets the new primary.
+
+    Without re-routing it would wait out its whole timeout in a dead pool's
+    queue and fail, though a new primary was up long before.
+    """
+    async with manager_cls(cluster.dsn(), **FAST_CHECKS, pool_factory_kwargs=small_pools) as pm:
+        await pm.ready()
+        primary_pool = (await pm.get_master_pools())[0]
+        held = [await pm.acquire_master() for _ in range(pm._driver.max_size(primary_pool))]
+        try:
+            queued = asyncio.create_task(_write_port(pm))
+            await asyncio.sleep(0.2)
+            assert not queued.done()
+            await asyncio.to_thread(cluster.primary.kill)
+            new_primary = await asyncio.to_thread(cluster.failover)
+            assert await asyncio.wait_for(queued, 30) == new_primary.port
+        finally:
+            for conn in held:
+                await pm.release(conn)

@@ -15,6 +15,7 @@ _HOST_ERRORS = (
     pg_errors.PostgresConnectionError,  # includes ConnectionDoesNotExistError
     pg_errors.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     pg_errors.ReadOnlySQLTransactionError,  # a write reached a host that is no longer primary
+    pg_errors.InternalClientError,  # protocol state broken by a connection lost mid-operation
 )
 
 
@@ -37,6 +38,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
 
     async def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> None:
         await pool.release(connection, **kwargs)
+
+    def release_needs_shield(self, pool: asyncpg.Pool, connection: Any) -> bool:
+        return False  # Pool.release() shields itself
 
     async def close_pool(self, pool: asyncpg.Pool) -> None:
         await pool.close()
