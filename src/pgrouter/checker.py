@@ -149,13 +149,37 @@ class HostChecker(Generic[PoolT, ConnT]):
         Bounded with :func:`wait_bounded`, not ``wait_for``: a frozen host must
         leave the rotation at the deadline, not when the driver has finished
         unwinding its cancellation.
+
+        A check connection kept from an earlier check may have broken since
+        (its backend terminated, the server restarted) while the host is fine:
+        such a failure is retried once on a new connection, within the same
+        deadline, before the host is declared down. A timeout is not retried.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._refresh_timeout
+        reused = self._probe_connection is not None
+        try:
+            return await self._probe_until(deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if not reused or isinstance(error, asyncio.TimeoutError) or loop.time() >= deadline:
+                raise
+            logger.debug(
+                "pgrouter: check connection to %s broke (%s); reconnecting",
+                self.dsn.address,
+                describe_error(error),
+            )
+            await self._drop_probe_connection()
+            return await self._probe_until(deadline)
+
+    async def _probe_until(self, deadline: float) -> tuple[ProbeResult, float]:
+        loop = asyncio.get_running_loop()
         if self._probe_connection is None:
+            remaining = max(deadline - loop.time(), 0.001)
             self._probe_connection = await wait_bounded(
-                self._driver.connect_probe(self.dsn, self._refresh_timeout),
-                self._refresh_timeout,
+                self._driver.connect_probe(self.dsn, remaining),
+                remaining,
                 dispose_late=self._driver.close_probe,
             )
         started = time.perf_counter()

@@ -8,7 +8,6 @@ import pytest
 
 from pgrouter.bounded import wait_bounded
 
-
 unwound: list[str] = []
 
 
