@@ -214,20 +214,9 @@ async def writes_work(pm: Any, port: int) -> None:
         await execute(conn, f"INSERT INTO fault_log (id) VALUES ({next(_check_ids)})")
 
 
-def most_advanced_replica(cluster: LocalCluster) -> Node:
-    """The running replica that received the most WAL: it holds every acknowledged commit."""
-    replicas = cluster.replicas
-
-    def received(node: Node) -> int:
-        lsn = node.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint")
-        return int(lsn or 0)
-
-    return max(replicas, key=received)
-
-
 def failover(cluster: LocalCluster) -> tuple[Node, float]:
     """Promote the most advanced replica, re-point the other; returns it and the promote time."""
-    new_primary = most_advanced_replica(cluster)
+    new_primary = cluster.most_advanced_replica()
     started = time.perf_counter()
     cluster.failover(new_primary)
     return new_primary, time.perf_counter() - started

@@ -890,16 +890,14 @@ class LocalCluster:
         return _url(user, password, dbname, self.nodes if nodes is None else nodes, query)
 
     def failover(self, new_primary: Node | None = None) -> Node:
-        """Promote ``new_primary`` (default: first running replica), re-point the others.
+        """Promote ``new_primary`` (default: the most advanced replica), re-point the others.
 
         Returns once the other running replicas stream from the new primary. Whatever
         happens to the old primary (killed, stopped, left running) is the caller's choice.
         """
         replicas = self.replicas
         if new_primary is None:
-            if not replicas:
-                raise ClusterError("failover: no running replica to promote")
-            new_primary = replicas[0]
+            new_primary = self.most_advanced_replica()
         new_primary.promote()
         followers = [node for node in replicas if node is not new_primary]
         for node in followers:
@@ -907,6 +905,22 @@ class LocalCluster:
         for node in followers:
             node.wait_streaming(self.timeout, source=new_primary)
         return new_primary
+
+    def most_advanced_replica(self) -> Node:
+        """The running replica that received the most WAL, as a failover manager picks.
+
+        With synchronous replication (``synchronous_standby_names='ANY 1 (*)'``)
+        it holds every acknowledged commit.
+        """
+        replicas = self.replicas
+        if not replicas:
+            raise ClusterError("failover: no running replica to promote")
+
+        def received(node: Node) -> int:
+            lsn = node.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint")
+            return int(lsn or 0)
+
+        return max(replicas, key=received)
 
     def wait_replicas_caught_up(self, timeout: float = 10) -> None:
         """Wait until every running replica has replayed the primary's current WAL."""
