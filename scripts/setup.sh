@@ -20,3 +20,10 @@ if ! have_initdb; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[${1:-test}]"
+
+# aiopg.sa and asyncpgsa need SQLAlchemy < 1.5, the [sqlalchemy] driver needs 2.x: the
+# legacy drivers' tests run in a virtual environment of their own (scripts/test.sh).
+if [ "${1:-test}" = dev ] || [ "${PGROUTER_LEGACY_VENV:-0}" = 1 ]; then
+    [ -x .venv-legacy/bin/python ] || python3 -m venv .venv-legacy
+    .venv-legacy/bin/python -m pip install -q --disable-pip-version-check -e ".[test-legacy]"
+fi

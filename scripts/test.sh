@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The test command of README.md: set-up, then lint, type check and the whole suite
-# (unit tests and integration tests against real local PostgreSQL clusters).
+# (unit tests and integration tests against real local PostgreSQL clusters), then the
+# driver-conformance suite again for aiopg.sa and asyncpgsa in their own environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 python3 -m ruff check src tests bench
 python3 -m mypy
 python3 -m pytest -q "$@"
+# The driver-conformance suite for the drivers that need SQLAlchemy < 1.5, in the
+# legacy environment that scripts/setup.sh made (.venv-legacy).
+PGROUTER_TEST_DRIVERS=aiopg_sa,asyncpgsa .venv-legacy/bin/python -m pytest -q \
+    tests/integration/test_manager_api.py tests/integration/test_topology_changes.py

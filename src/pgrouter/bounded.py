@@ -7,6 +7,13 @@ waits again), so a 1 s probe timeout could take 11 s. :func:`wait_bounded`
 instead abandons the operation at the deadline: it keeps running in the
 background until its cancellation completes, and if it produced something
 anyway (a connection that arrived late), ``dispose_late`` gets it.
+
+With ``cancel_late=False`` the abandoned operation is not even cancelled: it
+runs to completion. That is the safe way to put a timeout on a driver's own
+acquire that has none (aiopg's ``Pool.acquire()``, SQLAlchemy's
+``AsyncEngine.connect()``): cancelling those half way, in the middle of a
+connect or just as the pool hands a connection over, can strand a connection
+that nobody owns; left to finish, the connection goes back to its pool.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ async def wait_bounded(
     awaitable: Awaitable[T],
     timeout: float | None,
     dispose_late: Callable[[T], Awaitable[object]] | None = None,
+    *,
+    cancel_late: bool = True,
 ) -> T:
     """Await ``awaitable`` for at most ``timeout`` seconds (``None``: no limit).
 
@@ -39,26 +48,34 @@ async def wait_bounded(
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
-        abandon(task, dispose_late)
+        abandon(task, dispose_late, cancel=cancel_late)
         raise
     if not done:
-        abandon(task, dispose_late)
-        raise asyncio.TimeoutError
+        abandon(task, dispose_late, cancel=cancel_late)
+        raise asyncio.TimeoutError(f"gave up after {timeout:g} s")
     return task.result()
 
 
 def abandon(
     task: asyncio.Future[T],
     dispose_late: Callable[[T], Awaitable[object]] | None = None,
+    *,
+    cancel: bool = True,
 ) -> None:
-    """Cancel ``task`` without waiting; dispose of its result if it still produces one."""
-    task.cancel()
+    """Stop waiting for ``task`` (cancelled, unless ``cancel`` is False); dispose of
+    its result if it still produces one."""
+    if cancel:
+        task.cancel()
     _abandoned.add(task)  # type: ignore[arg-type]
 
     def on_done(finished: asyncio.Future[T]) -> None:
         _abandoned.discard(finished)  # type: ignore[arg-type]
-        if finished.cancelled() or finished.exception() is not None:
-            return  # exception() also marks it retrieved: no "never retrieved" noise
+        if finished.cancelled():
+            return
+        error = finished.exception()  # marks it retrieved: no "never retrieved" noise
+        if error is not None:
+            logger.debug("pgrouter: an abandoned operation failed: %r", error)
+            return
         if dispose_late is not None:
             disposal = asyncio.ensure_future(dispose_late(finished.result()))
             _abandoned.add(disposal)

@@ -9,10 +9,42 @@ from typing import Any
 import pytest
 
 
-async def fetchval(connection: Any, query: str) -> Any:
-    """First column of the first row, on an asyncpg or a psycopg connection."""
+def _kind(connection: Any) -> str:
+    """Which API ``connection`` speaks, by the library its class comes from."""
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy"):
+        return "sqlalchemy"  # SQLAlchemy 2 AsyncConnection: text() queries, explicit commit
+    if module.startswith("aiopg.sa"):
+        return "aiopg_sa"  # SAConnection: scalar() and execute() take plain SQL
+    if module.startswith("aiopg"):
+        return "aiopg"  # aiopg.Connection: autocommit, queries through a cursor
     if hasattr(connection, "fetchval"):
+        return "asyncpg"  # asyncpg and asyncpgsa
+    return "psycopg"
+
+
+async def fetchval(connection: Any, query: str) -> Any:
+    """First column of the first row, on a connection of any driver under test."""
+    kind = _kind(connection)
+    if kind == "asyncpg":
         return await connection.fetchval(query)
+    if kind == "aiopg_sa":
+        return await connection.scalar(query)
+    if kind == "aiopg":
+        cursor = await connection.cursor()
+        try:
+            await cursor.execute(query)
+            row = await cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else row[0]
+    if kind == "sqlalchemy":
+        from sqlalchemy import text
+
+        result = await connection.execute(text(query))
+        value = result.scalar()
+        await connection.commit()
+        return value
     cursor = await connection.execute(query)
     row = await cursor.fetchone()
     if not getattr(connection, "autocommit", True):
@@ -21,12 +53,25 @@ async def fetchval(connection: Any, query: str) -> Any:
 
 
 async def execute(connection: Any, query: str) -> None:
-    if hasattr(connection, "fetchval"):
+    """Run ``query`` and commit it, on a connection of any driver under test."""
+    kind = _kind(connection)
+    if kind in ("asyncpg", "aiopg_sa"):
         await connection.execute(query)
-        return
-    await connection.execute(query)
-    if not connection.autocommit:
+    elif kind == "aiopg":
+        cursor = await connection.cursor()
+        try:
+            await cursor.execute(query)
+        finally:
+            cursor.close()
+    elif kind == "sqlalchemy":
+        from sqlalchemy import text
+
+        await connection.execute(text(query))
         await connection.commit()
+    else:
+        await connection.execute(query)
+        if not connection.autocommit:
+            await connection.commit()
 
 
 async def server_port(connection: Any) -> int:

@@ -112,16 +112,19 @@ async def test_ready_and_wait_helpers(shared_cluster: LocalCluster, manager_cls:
 
 
 async def test_pool_sizes_are_what_the_caller_asked_for(
-    shared_cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
+    shared_cluster: LocalCluster,
+    manager_cls: Any,
+    small_pools: dict[str, int],
+    small_pool_max_size: int,
 ) -> None:
     async with manager_cls(shared_cluster.dsn(), pool_factory_kwargs=small_pools) as pm:
         await pm.ready()
         for pool in pm.pools:
-            assert pm._driver.max_size(pool) == small_pools["max_size"]
-            assert pm.get_pool_freesize(pool) == small_pools["max_size"]
+            assert pm._driver.max_size(pool) == small_pool_max_size
+            assert pm.get_pool_freesize(pool) == small_pool_max_size
         # All five connections of the primary's pool can be taken at once:
         # the health check does not borrow from the caller's pool.
-        conns = [await pm.acquire_master() for _ in range(small_pools["max_size"])]
+        conns = [await pm.acquire_master() for _ in range(small_pool_max_size)]
         with pytest.raises(NoHostAvailableError, match="no free connection"):
             await pm.acquire_master(timeout=0.2)
         for conn in conns:
