@@ -21,12 +21,17 @@ import time
 from collections import deque
 from typing import Any, Generic
 
-from .bounded import wait_bounded
+from .bounded import abandon, wait_bounded
 from .driver import ConnT, Driver, PoolT, ProbeResult
 from .dsn import HostDsn, redact
 from .topology import HostRole, HostState, TopologyBoard
 
 logger = logging.getLogger("pgrouter")
+
+#: A probe slower than SUSPECT_FACTOR times the host's median probe time (and
+#: at least SUSPECT_MIN_DELAY) marks the host suspect while the probe goes on.
+SUSPECT_FACTOR = 20
+SUSPECT_MIN_DELAY = 0.1
 
 #: Opening a pool makes ``min_size`` connections; give it more room than one probe.
 MIN_POOL_OPEN_TIMEOUT = 5.0
@@ -183,10 +188,26 @@ class HostChecker(Generic[PoolT, ConnT]):
                 dispose_late=self._driver.close_probe,
             )
         started = time.perf_counter()
-        result = await wait_bounded(
-            self._driver.probe(self._probe_connection), max(deadline - loop.time(), 0.001)
-        )
-        return result, time.perf_counter() - started
+        probing = asyncio.ensure_future(self._driver.probe(self._probe_connection))
+        try:
+            done, _ = await asyncio.wait({probing}, timeout=self._suspect_after())
+            if not done:
+                # Far slower than usual: the host may be frozen. Say so now, so a
+                # promoted replica can be looked for before this probe times out.
+                self._publish_suspect()
+                done, _ = await asyncio.wait({probing}, timeout=max(deadline - loop.time(), 0))
+        except asyncio.CancelledError:
+            abandon(probing)
+            raise
+        if not done:
+            abandon(probing)
+            raise asyncio.TimeoutError
+        return probing.result(), time.perf_counter() - started
+
+    def _suspect_after(self) -> float:
+        """How long a probe may take before the host is suspect: many times its usual."""
+        median = self.median_response_time() or 0.0
+        return min(max(SUSPECT_MIN_DELAY, SUSPECT_FACTOR * median), self._refresh_timeout)
 
     async def _ensure_pool(self) -> None:
         if self.pool is not None and not self._pool_is_stale:
@@ -236,6 +257,12 @@ class HostChecker(Generic[PoolT, ConnT]):
 
     # -- publishing -------------------------------------------------------
 
+    def _publish_suspect(self) -> None:
+        previous = self._board.current.hosts[self.index]
+        if previous.healthy and not previous.suspect:
+            logger.info("pgrouter: %s is slow to answer its check", self.dsn.address)
+            self._board.update(self.index, suspect=True)
+
     def _publish_success(self, role: HostRole, result: ProbeResult, elapsed: float) -> HostState:
         previous = self._board.current.hosts[self.index]
         if previous.role is not role:
@@ -246,6 +273,7 @@ class HostChecker(Generic[PoolT, ConnT]):
             self.index,
             role=role,
             healthy=True,
+            suspect=False,
             latency=self.median_response_time(),
             last_latency=elapsed,
             wal_lsn=result.wal_lsn,
@@ -269,6 +297,7 @@ class HostChecker(Generic[PoolT, ConnT]):
             self.index,
             role=role,
             healthy=False,
+            suspect=False,
             last_error=reason,
             checked_at=time.monotonic(),
             check_count=previous.check_count + 1,

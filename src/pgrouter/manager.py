@@ -34,6 +34,8 @@ DEFAULT_ACQUIRE_TIMEOUT = 1.0
 DEFAULT_REFRESH_DELAY = 1.0
 DEFAULT_REFRESH_TIMEOUT = 1.0
 DEFAULT_STOPWATCH_WINDOW_SIZE = 128
+#: An acquire waiting this long on a host's full pool checks that host at once.
+STALL_DELAY = 0.1
 
 
 class BasePoolManager(Generic[PoolT, ConnT]):
@@ -303,7 +305,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         )
         give_back_late = functools.partial(self._driver.release, pool)
         try:
-            await asyncio.wait({taking, host_left}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {taking, host_left}, timeout=STALL_DELAY, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                # Nothing came back to a full pool for a while: its connections
+                # may be stuck on a frozen host. Check it now, not at the tick.
+                self._check_now(host.index)
+                await asyncio.wait({taking, host_left}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             host_left.cancel()
             abandon(taking, give_back_late)

@@ -3,9 +3,12 @@
 With no primary, writes wait, so every host is checked again on a short
 backoff instead of at the next ``refresh_delay`` tick: the promoted replica is
 seen within one backoff step of its promotion, and the waiting writers are
-woken by that snapshot. Several hosts claiming primary (split brain) is
-reported once per episode; :class:`~pgrouter.topology.TopologySnapshot`
-decides which one gets the writes.
+woken by that snapshot. The same happens while the primary is *suspect* (its
+check hangs far longer than usual, as when it is frozen): a replica promoted
+meanwhile then shows up as a second primary on a newer timeline, and the
+split-brain rule sends writes to it before the frozen one's check times out.
+Several hosts claiming primary (split brain) is reported once per episode;
+:class:`~pgrouter.topology.TopologySnapshot` decides which one gets the writes.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class PrimaryWatch:
         reported_split: tuple[int, ...] = ()
         while True:
             snapshot = await self._board.wait_for(
-                lambda s, seen=reported_split: not s.primaries or _split_key(s) != seen,  # type: ignore[misc]
+                lambda s, seen=reported_split: _needs_hunt(s) or _split_key(s) != seen,  # type: ignore[misc]
                 None,
             )
             split = _split_key(snapshot)
@@ -74,16 +77,23 @@ class PrimaryWatch:
                 await self._board.wait_for(functools.partial(_newer_than, snapshot), None)
 
     async def _hunt(self) -> None:
-        """Ask every host for a check on a short backoff until a primary shows up."""
+        """Ask every host for a check on a short backoff until a sound primary shows up."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = HUNT_FIRST_DELAY
-        logger.warning("pgrouter: no primary; re-checking every host until one appears")
+        primaries = self._board.current.primaries
+        if primaries:
+            logger.warning(
+                "pgrouter: primary %s is slow to answer; re-checking every host",
+                primaries[0].address,
+            )
+        else:
+            logger.warning("pgrouter: no primary; re-checking every host until one appears")
         while True:
             for request_check in self._request_checks:
                 request_check()
             try:
-                snapshot = await self._board.wait_for(lambda s: bool(s.primaries), delay)
+                snapshot = await self._board.wait_for(_has_sound_primary, delay)
             except asyncio.TimeoutError:
                 if loop.time() - started > HUNT_FAST_PHASE:
                     delay = min(delay * 2, self._refresh_delay)
@@ -94,6 +104,16 @@ class PrimaryWatch:
                 (loop.time() - started) * 1000,
             )
             return
+
+
+def _needs_hunt(snapshot: TopologySnapshot) -> bool:
+    """No primary, or one whose check hangs (frozen?): a promoted replica may be out there."""
+    return not _has_sound_primary(snapshot)
+
+
+def _has_sound_primary(snapshot: TopologySnapshot) -> bool:
+    primaries = snapshot.primaries
+    return bool(primaries) and not primaries[0].suspect
 
 
 def _newer_than(old: TopologySnapshot, snapshot: TopologySnapshot) -> bool:

@@ -37,6 +37,7 @@ class HostState:
     dsn: HostDsn
     role: HostRole = HostRole.UNKNOWN
     healthy: bool = False
+    suspect: bool = False  # healthy, but its check has been outstanding far longer than usual
     latency: float | None = None  # median probe time over the stopwatch window, seconds
     last_latency: float | None = None  # the last probe alone, seconds
     wal_lsn: int | None = None  # primary: current WAL position; replica: replayed position
@@ -68,7 +69,8 @@ class HostState:
         if not self.healthy:
             return f"{self.address}: {self.role.value}, pool not open yet"
         latency = f", {self.latency * 1000:.1f} ms" if self.latency is not None else ""
-        return f"{self.address}: {self.role.value}{latency}"
+        suspect = ", slow to answer its check" if self.suspect else ""
+        return f"{self.address}: {self.role.value}{latency}{suspect}"
 
 
 @dataclass(frozen=True)

@@ -126,17 +126,54 @@ async def test_writer_queued_on_a_dead_primary_is_rerouted(
     Without re-routing it would wait out its whole timeout in a dead pool's
     queue and fail, though a new primary was up long before.
     """
-    async with manager_cls(cluster.dsn(), **FAST_CHECKS, pool_factory_kwargs=small_pools) as pm:
-        await pm.ready()
-        primary_pool = (await pm.get_master_pools())[0]
-        held = [await pm.acquire_master() for _ in range(pm._driver.max_size(primary_pool))]
+    pm = manager_cls(cluster.dsn(), **FAST_CHECKS, pool_factory_kwargs=small_pools)
+    await pm.ready()
+    primary_pool = (await pm.get_master_pools())[0]
+    held = [await pm.acquire_master() for _ in range(pm._driver.max_size(primary_pool))]
+    try:
+        queued = asyncio.create_task(_write_port(pm))
+        await asyncio.sleep(0.2)
+        assert not queued.done()
+        await asyncio.to_thread(cluster.primary.kill)
+        new_primary = await asyncio.to_thread(cluster.failover)
+        assert await asyncio.wait_for(queued, 30) == new_primary.port
+    finally:
+        for conn in held:
+            await pm.release(conn)
         try:
-            queued = asyncio.create_task(_write_port(pm))
-            await asyncio.sleep(0.2)
-            assert not queued.done()
-            await asyncio.to_thread(cluster.primary.kill)
-            new_primary = await asyncio.to_thread(cluster.failover)
-            assert await asyncio.wait_for(queued, 30) == new_primary.port
+            await asyncio.wait_for(pm.close(), 10)  # a hang here must fail, not time out
         finally:
-            for conn in held:
-                await pm.release(conn)
+            await pm.terminate()
+
+
+async def test_frozen_primary_is_bypassed_before_its_check_times_out(
+    cluster: LocalCluster, manager_cls: Any
+) -> None:
+    """SIGSTOP the primary and promote a replica: writes move before the probe times out.
+
+    The frozen primary's check hangs; after a short while the host is marked
+    suspect, every host is re-checked, the promoted replica shows up as a
+    second primary on a newer timeline, and the split-brain rule fences the
+    frozen one. ``refresh_timeout`` is long here so the ordering is unambiguous:
+    writes move while the frozen host has not yet failed its check. (A write sent
+    to the frozen host before that hangs with it: no library can answer for it.)
+    """
+    frozen = cluster.primary
+    async with manager_cls(
+        cluster.dsn(), refresh_delay=0.2, refresh_timeout=8, acquire_timeout=6
+    ) as pm:
+        await pm.ready()
+        await asyncio.to_thread(frozen.freeze)
+        try:
+            new_primary = await asyncio.to_thread(cluster.failover)
+            await wait_until(
+                lambda: [h.dsn.port for h in pm.topology.primaries] == [new_primary.port],
+                timeout=6,
+                what="writes to move to the promoted replica",
+            )
+            frozen_state = next(h for h in pm.topology if h.dsn.port == frozen.port)
+            assert frozen_state.healthy, "the frozen host's check should not have timed out yet"
+            assert frozen_state in pm.topology.fenced
+            assert await asyncio.wait_for(_write_port(pm), 6) == new_primary.port
+        finally:
+            await asyncio.to_thread(frozen.thaw)
