@@ -131,3 +131,24 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         host's check at once when it sees one, instead of at the next tick.
         """
         return isinstance(error, (OSError, ConnectionError, EOFError))
+
+
+class ProbeThroughPlainDriver:
+    """For drivers layered on another one: the health check runs on the plain driver.
+
+    aiopg.sa engines wrap aiopg connections and SQLAlchemy's engine wraps
+    asyncpg; the probe needs no SQL layer, so it uses the plain driver's own
+    dedicated connection. Put this class first among the bases, and set
+    ``self._plain`` in ``__init__``.
+    """
+
+    _plain: Driver[Any, Any]
+
+    async def connect_probe(self, dsn: HostDsn, timeout: float) -> Any:
+        return await self._plain.connect_probe(dsn, timeout)
+
+    async def probe(self, connection: Any) -> ProbeResult:
+        return await self._plain.probe(connection)
+
+    async def close_probe(self, connection: Any) -> None:
+        await self._plain.close_probe(connection)

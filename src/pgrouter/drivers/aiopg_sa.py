@@ -12,7 +12,7 @@ from typing import Any
 import aiopg.sa
 
 from ..bounded import wait_bounded
-from ..driver import Driver, ProbeResult
+from ..driver import Driver, ProbeThroughPlainDriver
 from ..dsn import HostDsn
 from .aiopg import UNBOUNDED, AiopgDriver, close_if_mid_query, is_psycopg2_host_error
 
@@ -21,7 +21,7 @@ Engine = Any
 SAConnection = Any
 
 
-class AiopgSaDriver(Driver[Engine, SAConnection]):
+class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     name = "aiopg_sa"
 
     def __init__(self) -> None:
@@ -66,15 +66,6 @@ class AiopgSaDriver(Driver[Engine, SAConnection]):
 
     def is_closed(self, connection: SAConnection) -> bool:
         return bool(connection.closed)
-
-    async def connect_probe(self, dsn: HostDsn, timeout: float) -> Any:
-        return await self._plain.connect_probe(dsn, timeout)
-
-    async def probe(self, connection: Any) -> ProbeResult:
-        return await self._plain.probe(connection)
-
-    async def close_probe(self, connection: Any) -> None:
-        await self._plain.close_probe(connection)
 
     def is_host_error(self, error: BaseException) -> bool:
         return is_psycopg2_host_error(error)

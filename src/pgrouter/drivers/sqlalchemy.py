@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import Pool, QueuePool
 
 from ..bounded import wait_bounded
-from ..driver import Driver, ProbeResult
+from ..driver import Driver, ProbeThroughPlainDriver
 from ..dsn import HostDsn
 from .asyncpg import AsyncpgDriver
 from .sqlstate import is_host_sqlstate
@@ -40,7 +40,7 @@ def engine_url(dsn: HostDsn) -> str:
     return SCHEME + dsn.to_url()[len("postgresql") :]
 
 
-class SqlalchemyDriver(Driver[AsyncEngine, AsyncConnection]):
+class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnection]):
     name = "sqlalchemy"
 
     def __init__(self) -> None:
@@ -97,15 +97,6 @@ class SqlalchemyDriver(Driver[AsyncEngine, AsyncConnection]):
 
     def is_closed(self, connection: AsyncConnection) -> bool:
         return bool(connection.closed or connection.invalidated)
-
-    async def connect_probe(self, dsn: HostDsn, timeout: float) -> Any:
-        return await self._plain.connect_probe(dsn, timeout)
-
-    async def probe(self, connection: Any) -> ProbeResult:
-        return await self._plain.probe(connection)
-
-    async def close_probe(self, connection: Any) -> None:
-        await self._plain.close_probe(connection)
 
     def is_host_error(self, error: BaseException) -> bool:
         if isinstance(error, (OSError, sa_errors.DisconnectionError)):
