@@ -20,7 +20,6 @@ from typing import Any, Generic
 
 from .acquire import AcquireContext
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
-from .bounded import abandon
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
@@ -34,7 +33,8 @@ DEFAULT_ACQUIRE_TIMEOUT = 1.0
 DEFAULT_REFRESH_DELAY = 1.0
 DEFAULT_REFRESH_TIMEOUT = 1.0
 DEFAULT_STOPWATCH_WINDOW_SIZE = 128
-#: An acquire waiting this long on a host's full pool checks that host at once.
+#: An acquire waiting on a host's full pool looks at the topology this often, and
+#: checks that host at once when nothing came back to the pool meanwhile.
 STALL_DELAY = 0.1
 
 
@@ -291,37 +291,29 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     ) -> ConnT | None:
         """A connection from ``host``'s pool, or ``None`` if the host stops being usable first.
 
-        With a free connection the driver answers at once. Otherwise we may
-        wait up to the whole timeout in that pool's queue, so we also watch the
-        snapshots: when the host dies or changes role, the wait is abandoned
-        (a connection that still arrives goes straight back) and the caller
-        routes again instead of timing out on a dead primary.
+        With a free connection the driver answers at once. Otherwise we could
+        wait the whole timeout in that pool's queue, so we wait in slices of
+        :data:`STALL_DELAY`: between slices, a host that died, changed role or
+        was fenced sends the caller to route again (instead of timing out on a
+        dead primary), and a host whose full pool is stalled is checked at once
+        (its connections may be stuck on a frozen server). Slices, rather than
+        racing the acquire against the snapshots in two tasks, keep the common
+        contended case as cheap as the driver's own acquire.
         """
         if self._driver.free_size(pool) > 0:
             return await self._driver.acquire(pool, timeout, **kwargs)
-        taking = asyncio.ensure_future(self._driver.acquire(pool, timeout, **kwargs))
-        host_left = asyncio.ensure_future(
-            self._board.wait_for(functools.partial(_no_longer_usable, host), None)
-        )
-        give_back_late = functools.partial(self._driver.release, pool)
-        try:
-            done, _ = await asyncio.wait(
-                {taking, host_left}, timeout=STALL_DELAY, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                # Nothing came back to a full pool for a while: its connections
-                # may be stuck on a frozen host. Check it now, not at the tick.
-                self._check_now(host.index)
-                await asyncio.wait({taking, host_left}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            host_left.cancel()
-            abandon(taking, give_back_late)
-            raise
-        host_left.cancel()
-        if taking.done():
-            return taking.result()
-        abandon(taking, give_back_late)
-        return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await self._driver.acquire(pool, min(remaining, STALL_DELAY), **kwargs)
+            except asyncio.TimeoutError:
+                if remaining <= STALL_DELAY:
+                    raise
+            if _no_longer_usable(host, self._board.current):
+                return None
+            self._check_now(host.index)
 
     def _no_host_error(
         self,
