@@ -8,7 +8,10 @@ failure (the old pool's connections died with the server). Every finished
 check publishes the host's new state on the :class:`TopologyBoard`.
 
 Checks run every ``refresh_delay`` seconds, or at once when someone calls
-:meth:`HostChecker.request_check` (a connection just broke on this host).
+:meth:`HostChecker.request_check` (a connection just broke on this host). The
+host that writes go to is checked more often, every ``primary_heartbeat``
+seconds, if set: a frozen primary raises no error, and only a hanging check
+tells it apart from a busy one.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         refresh_delay: float,
         refresh_timeout: float,
         stopwatch_window_size: int,
+        primary_heartbeat: float | None = None,
     ) -> None:
         self.index = index
         self.dsn = dsn
@@ -67,6 +71,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._board = board
         self._pool_kwargs = pool_kwargs
         self._refresh_delay = refresh_delay
+        self._primary_heartbeat = primary_heartbeat
         self._refresh_timeout = refresh_timeout
         self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
         self._probe_connection: Any = None
@@ -120,7 +125,14 @@ class HostChecker(Generic[PoolT, ConnT]):
             except Exception:  # a bug must not end the checks of this host
                 logger.exception("pgrouter: check of %s crashed", self.dsn.address)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._refresh_delay)
+                await asyncio.wait_for(self._wake.wait(), self._next_check_delay())
+
+    def _next_check_delay(self) -> float:
+        if self._primary_heartbeat is not None:
+            snapshot = self._board.current
+            if snapshot.is_primary(snapshot.hosts[self.index]):
+                return min(self._refresh_delay, self._primary_heartbeat)
+        return self._refresh_delay
 
     async def check_once(self) -> HostState:
         """Probe the host, open or rebuild its pool if needed, publish the result."""

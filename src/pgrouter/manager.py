@@ -33,6 +33,10 @@ DEFAULT_ACQUIRE_TIMEOUT = 1.0
 DEFAULT_REFRESH_DELAY = 1.0
 DEFAULT_REFRESH_TIMEOUT = 1.0
 DEFAULT_STOPWATCH_WINDOW_SIZE = 128
+#: The primary is checked this often (seconds) besides every refresh_delay: one
+#: tiny query on the check connection, so a frozen primary is suspected within
+#: a fraction of a second. None turns it off.
+DEFAULT_PRIMARY_HEARTBEAT = 0.1
 #: An acquire waiting on a host's full pool looks at the topology this often, and
 #: checks that host at once when nothing came back to the pool meanwhile.
 STALL_DELAY = 0.1
@@ -56,6 +60,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
         pool_factory_kwargs: dict[str, Any] | None = None,
         event_driven_checks: bool = True,
+        primary_heartbeat: float | None = DEFAULT_PRIMARY_HEARTBEAT,
     ) -> None:
         _check_weight(master_as_replica_weight)
         for name, value in (
@@ -84,6 +89,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 refresh_delay=refresh_delay,
                 refresh_timeout=refresh_timeout,
                 stopwatch_window_size=stopwatch_window_size,
+                primary_heartbeat=primary_heartbeat if event_driven_checks else None,
             )
             for index, host in enumerate(self._hosts)
         ]
