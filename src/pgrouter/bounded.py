@@ -88,3 +88,34 @@ def _forget_disposal(disposal: asyncio.Future[object]) -> None:
     _abandoned.discard(disposal)
     if not disposal.cancelled() and disposal.exception() is not None:
         logger.debug("pgrouter: disposing of a late result failed: %r", disposal.exception())
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes; True if it is set.
+
+    Not ``asyncio.wait_for(event.wait(), timeout)``: on Python < 3.12 that can
+    swallow a cancellation arriving as the timeout fires, and a checker loop
+    that swallows its ``stop()`` runs forever.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    return event.is_set()
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if it swallowed one.
+
+    Drivers and older asyncio can swallow a cancellation that races with a
+    result; the task's own loop condition (a stopping flag) ends it then.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("pgrouter: stopped task ended with %r", task.exception())

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Any, Generic
 
-from .bounded import abandon, wait_bounded
+from .bounded import abandon, stop_task, wait_bounded, wait_event
 from .driver import ConnT, Driver, PoolT, ProbeResult
 from .dsn import HostDsn, redact
 from .topology import HostRole, HostState, TopologyBoard
@@ -81,6 +81,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._retired_pools: list[PoolT] = []
         self._closing_tasks: set[asyncio.Task[None]] = set()  # keeps them from being collected
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------
@@ -91,10 +92,9 @@ class HostChecker(Generic[PoolT, ConnT]):
 
     async def stop(self) -> None:
         """Stop checking and close the check connection. The pools stay open."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         await self._drop_probe_connection()
 
@@ -115,7 +115,7 @@ class HostChecker(Generic[PoolT, ConnT]):
     # -- the loop ---------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             # Cleared before the check, so a request made during it is not lost.
             self._wake.clear()
             try:
@@ -124,8 +124,7 @@ class HostChecker(Generic[PoolT, ConnT]):
                 raise
             except Exception:  # a bug must not end the checks of this host
                 logger.exception("pgrouter: check of %s crashed", self.dsn.address)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_check_delay())
+            await wait_event(self._wake, self._next_check_delay())
 
     def _next_check_delay(self) -> float:
         if self._primary_heartbeat is not None:

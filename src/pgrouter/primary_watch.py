@@ -14,11 +14,11 @@ Several hosts claiming primary (split brain) is reported once per episode;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
 
+from .bounded import stop_task
 from .topology import TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
@@ -50,9 +50,7 @@ class PrimaryWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from .bounded import wait_event
 from .dsn import HostDsn
 
 
@@ -202,4 +203,4 @@ class TopologyBoard:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise asyncio.TimeoutError
-            await asyncio.wait_for(changed.wait(), remaining)
+            await wait_event(changed, remaining)
