@@ -21,6 +21,8 @@ _HOST_ERRORS = (
 
 #: Connect timeout of pool connections unless the caller sets ``timeout``.
 CONNECT_TIMEOUT = 5.0
+#: Bound on the reset a connection gets on release; past it asyncpg closes it.
+RELEASE_TIMEOUT = 10.0
 
 
 class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
@@ -37,6 +39,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         return await pool.acquire(timeout=timeout, **kwargs)
 
     async def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> None:
+        # Without an explicit timeout asyncpg reuses the acquire's timeout for
+        # the reset on release, and the manager acquires in 100 ms slices.
+        kwargs.setdefault("timeout", RELEASE_TIMEOUT)
         await pool.release(connection, **kwargs)
 
     def release_needs_shield(self, pool: asyncpg.Pool, connection: Any) -> bool:
