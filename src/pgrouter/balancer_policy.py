@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 
 from .topology import HostState, TopologySnapshot
 
-#: Live number of free connections in a host's pool (pools are not snapshot data).
+#: Live number of free connections in a host's pool (pools are not snapshot data),
+#: minus the acquires already queued for them: negative when a queue has formed.
 FreeSize = Callable[[HostState], int]
 
 
@@ -76,7 +77,12 @@ class AbstractBalancerPolicy(abc.ABC):
 
 
 class GreedyBalancerPolicy(AbstractBalancerPolicy):
-    """The host whose pool has the most free connections; random among ties."""
+    """The host whose pool has the most free connections; random among ties.
+
+    With every pool full, the one with the shortest queue of acquires: free
+    size counts queued acquires as negative, so waiting callers spread evenly
+    instead of piling up on one host while another's connections sit idle.
+    """
 
     def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
         sizes = [free_size(host) for host in candidates]

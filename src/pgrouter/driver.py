@@ -9,6 +9,7 @@ Adding a driver is one new module under ``pgrouter.drivers``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -68,10 +69,11 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     def release_needs_shield(self, pool: PoolT, connection: ConnT) -> bool:
         """False when :meth:`release` cannot lose the connection if cancelled.
 
-        The manager then awaits the release directly; otherwise it shields it
-        from the caller's cancellation, which costs a task and a few loop
-        iterations per release. A driver answers False when its release
-        shields itself, or when it can tell the release will not suspend.
+        Otherwise the manager runs the release with
+        :func:`~pgrouter.uncancellable.finish_despite_cancellation`: free when
+        the release never waits, a Task when it does. A driver answers False
+        when its release shields itself (asyncpg's does, and always waits on
+        the server), so as not to pay for a second Task.
         """
         return True
 
@@ -80,12 +82,17 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         """Open a pool to one host; ``pool_kwargs`` are the caller's, unchanged."""
 
     @abc.abstractmethod
-    async def acquire(self, pool: PoolT, timeout: float | None, **kwargs: Any) -> ConnT:
-        """Take a connection; must not leak it if cancelled or timed out."""
+    def acquire(self, pool: PoolT, timeout: float | None, **kwargs: Any) -> Awaitable[ConnT]:
+        """Take a connection; must not leak it if cancelled or timed out.
+
+        Any awaitable will do (an ``async def`` too): a driver whose pool needs
+        no adapting returns the pool's own awaitable, one coroutine frame less
+        on every acquire.
+        """
 
     @abc.abstractmethod
-    async def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> None:
-        """Give a connection back to the pool it came from."""
+    def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> Awaitable[None]:
+        """Give a connection back to the pool it came from (any awaitable, as :meth:`acquire`)."""
 
     @abc.abstractmethod
     async def close_pool(self, pool: PoolT) -> None:

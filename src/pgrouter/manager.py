@@ -26,6 +26,7 @@ from .dsn import HostDsn, split_dsn
 from .errors import NoHostAvailableError, PoolManagerClosedError
 from .primary_watch import PrimaryWatch
 from .topology import HostState, TopologyBoard, TopologySnapshot
+from .uncancellable import finish_despite_cancellation
 
 logger = logging.getLogger("pgrouter")
 
@@ -102,6 +103,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         )
         # id(connection) -> (connection, its pool, its host's index)
         self._borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
+        # Per host index: our acquires queued on its full pool. The greedy
+        # balancer sends the next one to the shortest queue.
+        self._queued = [0] * len(self._hosts)
         self._releases_in_flight = 0
         # Set while nothing is borrowed or on its way back; close() waits on it.
         self._all_returned = asyncio.Event()
@@ -195,7 +199,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             timeout=self._acquire_timeout if timeout is None else timeout,
             kwargs=kwargs,
         )
-        return AcquireContext(acquire, self._release_after_use)
+        return AcquireContext(acquire, self._give_back)
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
         return self.acquire(read_only=False, timeout=timeout, **kwargs)
@@ -240,6 +244,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
         while True:
             self._raise_if_closed()
+            # 1. A host: the balancer's pick on the current snapshot, or the
+            #    first later snapshot that has one.
             host = pick(self._board.current)
             if host is None:
                 try:
@@ -252,15 +258,21 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                     ) from None
                 continue
 
-            checker = self._checkers[host.index]
-            pool = checker.pool
+            pool = self._checkers[host.index].pool
             if pool is None:  # pools are being closed; the closed check above ends this
                 await asyncio.sleep(0)
                 continue
+
+            # 2. A connection from that host's pool: at once when one is free,
+            #    else waiting in slices while the host stays usable.
+            connection: ConnT | None
             try:
-                connection = await self._take_while_usable(
-                    pool, host, max(deadline - loop.time(), 0), kwargs
-                )
+                if self._driver.free_size(pool) > 0:
+                    connection = await self._driver.acquire(
+                        pool, max(deadline - loop.time(), 0), **kwargs
+                    )
+                else:
+                    connection = await self._wait_on_full_pool(pool, host, deadline, kwargs)
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
                 raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
@@ -286,40 +298,44 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 failures[host.index] = "left the rotation while we waited for its pool"
                 continue
 
-            # No await between the driver handing over the connection and this
-            # record: a cancellation cannot fall between them and leak it.
+            # 3. Recorded with its pool, so it goes back there whatever the host
+            #    becomes. No await between the driver handing it over and this
+            #    record: a cancellation cannot fall between them and leak it.
             self._borrowed[id(connection)] = (connection, pool, host.index)
             self._all_returned.clear()
             return connection
 
-    async def _take_while_usable(
-        self, pool: PoolT, host: HostState, timeout: float, kwargs: dict[str, Any]
+    async def _wait_on_full_pool(
+        self, pool: PoolT, host: HostState, deadline: float, kwargs: dict[str, Any]
     ) -> ConnT | None:
-        """A connection from ``host``'s pool, or ``None`` if the host stops being usable first.
+        """A connection from ``host``'s full pool, or ``None`` if the host stops being usable first.
 
-        With a free connection the driver answers at once. Otherwise we could
-        wait the whole timeout in that pool's queue, so we wait in slices of
-        :data:`STALL_DELAY`: between slices, a host that died, changed role or
-        was fenced sends the caller to route again (instead of timing out on a
-        dead primary), and a host whose full pool is stalled is checked at once
-        (its connections may be stuck on a frozen server). Slices, rather than
-        racing the acquire against the snapshots in two tasks, keep the common
-        contended case as cheap as the driver's own acquire.
+        We could wait the whole timeout in that pool's queue, so we wait in
+        slices of :data:`STALL_DELAY`: between slices, a host that died,
+        changed role or was fenced sends the caller to route again (instead of
+        timing out on a dead primary), and a host whose full pool is stalled is
+        checked at once (its connections may be stuck on a frozen server).
+        Slices, rather than racing the acquire against the snapshots in two
+        tasks, keep the common contended case as cheap as the driver's own
+        acquire.
         """
-        if self._driver.free_size(pool) > 0:
-            return await self._driver.acquire(pool, timeout, **kwargs)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                return await self._driver.acquire(pool, min(remaining, STALL_DELAY), **kwargs)
-            except asyncio.TimeoutError:
-                if remaining <= STALL_DELAY:
-                    raise
-            if _no_longer_usable(host, self._board.current):
-                return None
-            self._check_now(host.index)
+        self._queued[host.index] += 1
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                try:
+                    return await self._driver.acquire(
+                        pool, max(min(remaining, STALL_DELAY), 0), **kwargs
+                    )
+                except asyncio.TimeoutError:
+                    if remaining <= STALL_DELAY:
+                        raise
+                if _no_longer_usable(host, self._board.current):
+                    return None
+                self._check_now(host.index)
+        finally:
+            self._queued[host.index] -= 1
 
     def _no_host_error(
         self,
@@ -347,43 +363,41 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     async def release(self, connection: ConnT, **kwargs: Any) -> None:
         """Give back a connection from ``await pm.acquire()``, to the pool it came from."""
-        record = self._borrowed.get(id(connection))
-        if record is None and self._closed:
-            return  # terminate() already closed it
-        if record is None or record[0] is not connection:
+        if id(connection) not in self._borrowed:
+            if self._closed:
+                return  # terminate() already closed it
             raise ValueError(
                 f"release() got a connection this manager did not hand out: {connection!r}"
             )
-        await self._give_back(record, None, **kwargs)
-
-    async def _release_after_use(self, connection: ConnT, error: BaseException | None) -> None:
-        record = self._borrowed.get(id(connection))
-        if record is not None and record[0] is connection:
-            await self._give_back(record, error)
+        await self._give_back(connection, None, **kwargs)
 
     async def _give_back(
-        self,
-        record: tuple[ConnT, PoolT, int],
-        error: BaseException | None,
-        **kwargs: Any,
+        self, connection: ConnT, error: BaseException | None, **kwargs: Any
     ) -> None:
-        connection, pool, index = record
-        # Forget it before the driver can hand it to the next caller, whose
-        # record would otherwise be the one deleted.
-        del self._borrowed[id(connection)]
+        """Return a borrowed connection to its pool; ``error`` ended its use, if any.
+
+        Also the exit of ``async with pm.acquire()``. A connection no longer
+        recorded (``terminate()`` closed it) is left alone.
+        """
+        # Forgotten before the driver can hand it to the next caller, whose
+        # record would otherwise be the one deleted. (A record holds its
+        # connection alive, so no other object can have the same id.)
+        record = self._borrowed.pop(id(connection), None)
+        if record is None:
+            return
+        _, pool, index = record
         if (error is not None and self._driver.is_host_error(error)) or (
             self._driver.is_closed(connection)
         ):
             self._check_now(index)
         self._releases_in_flight += 1
         release = self._return_to_pool(connection, pool, kwargs)
-        if not self._driver.release_needs_shield(pool, connection):
-            await release
-        else:
+        if self._driver.release_needs_shield(pool, connection):
             # A caller cancelled while releasing must not strand the connection
-            # half way back: the release finishes on its own. (A shield costs a
-            # task and three loop iterations per release, hence the driver flag.)
-            await asyncio.shield(release)
+            # half way back: the release finishes on its own.
+            await finish_despite_cancellation(release)
+        else:
+            await release
 
     async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
         try:
@@ -456,14 +470,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self.register_connection(connection, pool, _index=index)
             return connection
 
-        return AcquireContext(acquire, self._release_after_use)
+        return AcquireContext(acquire, self._give_back)
 
     async def release_to_pool(self, connection: ConnT, pool: PoolT, **kwargs: Any) -> None:
         record = self._borrowed.get(id(connection))
-        if record is not None and record[0] is connection:
+        if record is not None:
             if record[1] is not pool:
                 raise ValueError("release_to_pool(): the connection came from another pool")
-            await self._give_back(record, None, **kwargs)
+            await self._give_back(connection, None, **kwargs)
         else:
             await asyncio.shield(self._driver.release(pool, connection, **kwargs))
 
@@ -481,8 +495,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self._checkers[index].request_check()
 
     def _free_size_of_host(self, host: HostState) -> int:
+        """Free connections in the host's pool, minus our acquires queued for them.
+
+        Negative once a queue forms, so that with every pool full the greedy
+        balancer still picks the host that will serve soonest.
+        """
         pool = self._checkers[host.index].pool
-        return 0 if pool is None else self._driver.free_size(pool)
+        if pool is None:
+            return 0
+        return self._driver.free_size(pool) - self._queued[host.index]
 
     def _index_of_pool(self, pool: object) -> int:
         for checker in self._checkers:

@@ -198,6 +198,32 @@ async def test_greedy_picks_the_pool_with_most_free_connections(
         assert len(set(ports)) == 2
 
 
+async def test_greedy_queues_each_waiter_where_the_queue_is_shortest(
+    shared_cluster: LocalCluster,
+    manager_cls: Any,
+    small_pools: dict[str, int],
+    small_pool_max_size: int,
+) -> None:
+    async with manager_cls(shared_cluster.dsn(), pool_factory_kwargs=small_pools) as pm:
+        await pm.ready()
+        held = [await pm.acquire_replica() for _ in range(2 * small_pool_max_size)]
+
+        async def read() -> int:
+            async with pm.acquire_replica(timeout=20) as conn:
+                return await server_port(conn)
+
+        # Every replica connection is taken: each waiter queues on one pool.
+        # A random pick among the full pools splits ten waiters 5/5 only one
+        # time in four; the shortest queue always does.
+        waiters = [asyncio.ensure_future(read()) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        assert not any(waiter.done() for waiter in waiters)
+        for conn in held:
+            await pm.release(conn)
+        ports = await asyncio.gather(*waiters)
+        assert sorted(collections.Counter(ports).values()) == [5, 5], ports
+
+
 async def test_random_weighted_follows_measured_latency(
     shared_cluster: LocalCluster, manager_cls: Any
 ) -> None:

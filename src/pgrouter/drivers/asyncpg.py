@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
@@ -34,15 +35,15 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         pool_kwargs.setdefault("timeout", CONNECT_TIMEOUT)
         return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
 
-    async def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Any:
+    def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
         # asyncpg returns the holder to its queue itself if cancelled or timed out.
-        return await pool.acquire(timeout=timeout, **kwargs)
+        return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
 
-    async def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> None:
+    def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:
         # Without an explicit timeout asyncpg reuses the acquire's timeout for
         # the reset on release, and the manager acquires in 100 ms slices.
         kwargs.setdefault("timeout", RELEASE_TIMEOUT)
-        await pool.release(connection, **kwargs)
+        return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
 
     def release_needs_shield(self, pool: asyncpg.Pool, connection: Any) -> bool:
         return False  # Pool.release() shields itself

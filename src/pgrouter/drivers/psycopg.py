@@ -7,7 +7,6 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg.pq import TransactionStatus
 
 from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
 from ..dsn import HostDsn
@@ -61,18 +60,6 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
         **kwargs: Any,
     ) -> None:
         await pool.putconn(connection)
-
-    def release_needs_shield(
-        self, pool: psycopg_pool.AsyncConnectionPool, connection: psycopg.AsyncConnection[Any]
-    ) -> bool:
-        # putconn() of an idle connection, with no reset callback and nobody
-        # waiting to be handed it, never suspends, so it cannot be cancelled
-        # half way. Anything else (a rollback, a hand-over) may: shield it.
-        return (
-            connection.pgconn.transaction_status != TransactionStatus.IDLE
-            or bool(pool._waiting)
-            or pool._reset is not None
-        )
 
     async def close_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         await pool.close()

@@ -61,9 +61,7 @@ class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnect
 
         return await wait_bounded(take(), timeout, give_back, cancel_late=False)
 
-    async def release(
-        self, pool: AsyncEngine, connection: AsyncConnection, **kwargs: Any
-    ) -> None:
+    async def release(self, pool: AsyncEngine, connection: AsyncConnection, **kwargs: Any) -> None:
         # Rolls back what the caller left open and checks the DBAPI connection
         # in; the pool invalidates it when that reset fails (a broken connection).
         await connection.close()

@@ -1,0 +1,107 @@
+"""finish_despite_cancellation: free when the coroutine never waits, shielded when it does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pgrouter.uncancellable import finish_despite_cancellation
+
+
+def count_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
+    created = [0]
+    default_factory = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro, **kwargs):  # type: ignore[no-untyped-def]
+        created[0] += 1
+        if default_factory is not None:
+            return default_factory(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    return created
+
+
+async def test_a_coroutine_that_never_waits_runs_inline_without_a_task() -> None:
+    created = count_tasks(asyncio.get_running_loop())
+    steps: list[str] = []
+
+    async def release() -> str:
+        steps.append("released")
+        return "done"
+
+    assert await finish_despite_cancellation(release()) == "done"
+    assert steps == ["released"]
+    assert created[0] == 0
+
+
+async def test_a_coroutine_that_waits_gets_every_value_and_its_result() -> None:
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+
+    async def release() -> tuple[int, int]:
+        a = await first
+        await asyncio.sleep(0)  # a bare yield, as the Task protocol allows
+        b = await second
+        return a, b
+
+    waiting = asyncio.ensure_future(finish_despite_cancellation(release()))
+    await asyncio.sleep(0)
+    first.set_result(1)
+    await asyncio.sleep(0.01)
+    second.set_result(2)
+    assert await waiting == (1, 2)
+
+
+async def test_the_caller_is_cancelled_at_once_and_the_coroutine_still_finishes() -> None:
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+    finished = asyncio.Event()
+
+    async def release() -> None:
+        await gate
+        finished.set()
+
+    caller = asyncio.ensure_future(finish_despite_cancellation(release()))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert not finished.is_set()
+    gate.set_result(None)
+    await asyncio.wait_for(finished.wait(), 1)
+
+
+async def test_errors_reach_the_caller_before_and_after_a_wait() -> None:
+    async def fails_at_once() -> None:
+        raise ValueError("before")
+
+    async def fails_later() -> None:
+        await asyncio.sleep(0.001)
+        raise KeyError("after")
+
+    with pytest.raises(ValueError, match="before"):
+        await finish_despite_cancellation(fails_at_once())
+    with pytest.raises(KeyError, match="after"):
+        await finish_despite_cancellation(fails_later())
+
+
+async def test_an_exception_thrown_into_the_wait_reaches_the_coroutine() -> None:
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+    seen: list[str] = []
+
+    async def release() -> str:
+        try:
+            await gate
+        except RuntimeError as error:
+            seen.append(str(error))
+            return "handled"
+        return "not reached"
+
+    waiting = asyncio.ensure_future(finish_despite_cancellation(release()))
+    await asyncio.sleep(0)
+    gate.set_exception(RuntimeError("the server went away"))
+    assert await waiting == "handled"
+    assert seen == ["the server went away"]
