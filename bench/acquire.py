@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ from pgrouter.testing import LocalCluster
 #: The target the verdict line checks: pgrouter's throughput at least this share of bare.
 TARGET_RATIO = 0.85
 
-#: Operations between two clock reads in the loops (reading the clock costs too).
+#: Operations between two clock reads in the sequential loop (reading the clock costs too).
 BATCH = 16
 
 Op = Callable[[Any], Awaitable[None]]
@@ -114,44 +115,52 @@ class Contender(abc.ABC):
 
 
 class BareAsyncpg(Contender):
+    """``asyncpg.create_pool`` on each DSN; with several, the pools are taken in turn."""
+
     library = "bare"
 
-    def __init__(self, dsn: str, role: str, pool_kwargs: dict[str, Any]) -> None:
+    def __init__(self, dsns: list[str], role: str, pool_kwargs: dict[str, Any]) -> None:
         super().__init__("asyncpg", role)
-        self._dsn, self._pool_kwargs = dsn, pool_kwargs
-        self._pool: asyncpg.Pool | None = None
+        self._dsns, self._pool_kwargs = dsns, pool_kwargs
+        self._pools: list[asyncpg.Pool] = []
+        self._turn = itertools.count()
 
     async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, **self._pool_kwargs)
+        for dsn in self._dsns:
+            self._pools.append(await asyncpg.create_pool(dsn, **self._pool_kwargs))
 
     def acquire(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        assert self._pool is not None
-        return self._pool.acquire()  # type: ignore[no-any-return]
+        pool = self._pools[next(self._turn) % len(self._pools)]
+        return pool.acquire()  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in self._pools:
+            await pool.close()
 
 
 class BarePsycopg(Contender):
+    """``psycopg_pool.AsyncConnectionPool`` on each DSN; with several, taken in turn."""
+
     library = "bare"
 
-    def __init__(self, dsn: str, role: str, pool_kwargs: dict[str, Any]) -> None:
+    def __init__(self, dsns: list[str], role: str, pool_kwargs: dict[str, Any]) -> None:
         super().__init__("psycopg", role)
-        self._dsn, self._pool_kwargs = dsn, pool_kwargs
-        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._dsns, self._pool_kwargs = dsns, pool_kwargs
+        self._pools: list[psycopg_pool.AsyncConnectionPool] = []
+        self._turn = itertools.count()
 
     async def open(self) -> None:
-        self._pool = psycopg_pool.AsyncConnectionPool(self._dsn, open=False, **self._pool_kwargs)
-        await self._pool.open(wait=True)
+        for dsn in self._dsns:
+            pool = psycopg_pool.AsyncConnectionPool(dsn, open=False, **self._pool_kwargs)
+            self._pools.append(pool)
+            await pool.open(wait=True)
 
     def acquire(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        assert self._pool is not None
-        return self._pool.connection()
+        return self._pools[next(self._turn) % len(self._pools)].connection()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in self._pools:
+            await pool.close()
 
 
 class ManagerContender(Contender):
@@ -203,7 +212,7 @@ class ReaderContender(Contender):
 
 
 def build_contenders(
-    cluster_dsn: str, primary_dsn: str, replica_dsn: str, pool_size: int
+    cluster_dsn: str, primary_dsn: str, replica_dsns: list[str], pool_size: int
 ) -> list[Contender]:
     sizes = {"min_size": pool_size, "max_size": pool_size}
     psycopg_sizes = {**sizes, "kwargs": {"autocommit": True}}
@@ -238,12 +247,14 @@ def build_contenders(
         ),
         ManagerContender("hasql", "psycopg", hasql_manager("psycopg3", dict(psycopg_sizes))),
     ]
+    # The floor for reads does what a hand-written spread would: one bare pool
+    # per replica, taken in turn, so both sides use the same servers.
     return [
-        BareAsyncpg(primary_dsn, "primary", sizes),
-        BarePsycopg(primary_dsn, "primary", psycopg_sizes),
+        BareAsyncpg([primary_dsn], "primary", sizes),
+        BarePsycopg([primary_dsn], "primary", psycopg_sizes),
         *managers,
-        BareAsyncpg(replica_dsn, "replica", sizes),
-        BarePsycopg(replica_dsn, "replica", psycopg_sizes),
+        BareAsyncpg(replica_dsns, "replica", sizes),
+        BarePsycopg(replica_dsns, "replica", psycopg_sizes),
         *(manager.reader() for manager in managers),
     ]
 
@@ -272,12 +283,13 @@ async def run_concurrent(contender: Contender, op: Op, seconds: float, tasks: in
     deadline = start + seconds
 
     async def worker() -> int:
+        # The clock is read after every operation: with 64 tasks a batch of
+        # them would let a run overshoot its length by tens of milliseconds.
         done = 0
         while time.perf_counter() < deadline:
-            for _ in range(BATCH):
-                async with contender.acquire() as connection:
-                    await op(connection)
-            done += BATCH
+            async with contender.acquire() as connection:
+                await op(connection)
+            done += 1
         return done
 
     counts = await asyncio.gather(*(worker() for _ in range(tasks)))
@@ -385,7 +397,8 @@ async def benchmark(
 def table(cells: list[Cell], concurrency: int) -> str:
     lines: list[str] = []
     header = (
-        f"{'contender':<18} {'ops/s':>9} {'µs/op':>8} {'vs bare':>14} {'+µs/op':>8}  {'spread':>7}"
+        f"{'contender':<18} {'ops/s':>9} {'µs/op':>8} {'vs bare':>14} {'middle half':>13} "
+        f"{'+µs/op':>8}  {'spread':>7}"
     )
     sections = [("primary", w) for w in WORKLOADS] + [
         ("replica", w) for w in WORKLOADS if w.with_query
@@ -412,16 +425,20 @@ def row(cell: Cell, group: list[Cell]) -> str:
         for other in group
         if other.contender.is_bare and other.contender.driver == cell.contender.driver
     )
+    middle = ""
     if cell.contender.is_bare:
         versus, extra = "(floor)", ""
     else:
         ratio = cell.median_ratio
         versus = f"{ratio:.2f}x bare" if ratio is not None else "n/a"
         extra = f"{cell.median_us - baseline.median_us:+.1f}" if baseline.ops_per_s else ""
+        if len(cell.ratios) >= 2:
+            low, _, high = statistics.quantiles(cell.ratios, n=4, method="inclusive")
+            middle = f"{low:.2f}-{high:.2f}x"
     runs = cell.ops_per_s
     spread = f"±{(max(runs) - min(runs)) / 2 / statistics.median(runs) * 100:.0f}%"
     return (
-        f"{name:<18} {cell.median_ops:>9,.0f} {cell.median_us:>8.1f} {versus:>14} "
+        f"{name:<18} {cell.median_ops:>9,.0f} {cell.median_us:>8.1f} {versus:>14} {middle:>13} "
         f"{extra:>8}  {spread:>7}"
     )
 
@@ -498,8 +515,8 @@ def to_json(cells: list[Cell], env: dict[str, Any], verdict_line: str) -> dict[s
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of one run (s)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of one run (s)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds")
     parser.add_argument("--warmup", type=float, default=None, help="warm-up run length (s)")
     parser.add_argument("--concurrency", type=int, default=64, help="tasks when concurrent")
     parser.add_argument("--pool-size", type=int, default=10, help="min = max size per host")
@@ -516,8 +533,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
     """Benchmark every contender, print the table; returns the results as JSON data."""
     primary = cluster.primary
-    replica = cluster.replicas[0]
-    contenders = build_contenders(cluster.dsn(), primary.dsn(), replica.dsn(), args.pool_size)
+    replica_dsns = [replica.dsn() for replica in cluster.replicas]
+    contenders = build_contenders(cluster.dsn(), primary.dsn(), replica_dsns, args.pool_size)
 
     def progress(message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
@@ -549,8 +566,9 @@ async def run(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]
         f"{env['cpus']} CPUs\n{versions}\n"
         f"pool min=max={args.pool_size} per host; {args.rounds} rounds of {args.seconds:g} s "
         f"each, contenders interleaved; medians over rounds.\n"
-        "vs bare = throughput / the bare pool's (same driver, role and round); "
-        "+µs/op = µs/op minus the bare pool's; spread = half the min-max range of the rounds."
+        "vs bare = throughput / the bare pool's (same driver, role and round), median over "
+        "rounds; middle half = its quartiles;\n+µs/op = µs/op minus the bare pool's; "
+        "spread = half the min-max range of the rounds' ops/s."
     )
     print(table(cells, args.concurrency))
     line = verdict(cells)

@@ -70,7 +70,7 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         """False when :meth:`release` cannot lose the connection if cancelled.
 
         Otherwise the manager runs the release with
-        :func:`~pgrouter.uncancellable.finish_despite_cancellation`: free when
+        :func:`~pgrouter.eager.finish_despite_cancellation`: free when
         the release never waits, a Task when it does. A driver answers False
         when its release shields itself (asyncpg's does, and always waits on
         the server), so as not to pay for a second Task.

@@ -23,10 +23,10 @@ from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
+from .eager import finish_despite_cancellation
 from .errors import NoHostAvailableError, PoolManagerClosedError
 from .primary_watch import PrimaryWatch
 from .topology import HostState, TopologyBoard, TopologySnapshot
-from .uncancellable import finish_despite_cancellation
 
 logger = logging.getLogger("pgrouter")
 
@@ -107,9 +107,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # balancer sends the next one to the shortest queue.
         self._queued = [0] * len(self._hosts)
         self._releases_in_flight = 0
-        # Set while nothing is borrowed or on its way back; close() waits on it.
+        # Set once closing and nothing is borrowed or on its way back; close()
+        # waits on it. (Only while closing: acquires and releases stay free of it.)
         self._all_returned = asyncio.Event()
-        self._all_returned.set()
         self._started = False
         self._closing = False
         self._closed = False
@@ -302,7 +302,6 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             #    becomes. No await between the driver handing it over and this
             #    record: a cancellation cannot fall between them and leak it.
             self._borrowed[id(connection)] = (connection, pool, host.index)
-            self._all_returned.clear()
             return connection
 
     async def _wait_on_full_pool(
@@ -404,7 +403,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             await self._driver.release(pool, connection, **kwargs)
         finally:
             self._releases_in_flight -= 1
-            if not self._borrowed and not self._releases_in_flight:
+            if self._closing and not self._borrowed and not self._releases_in_flight:
                 self._all_returned.set()
 
     # -- hasql-compatible pool-level API -----------------------------------
@@ -487,7 +486,6 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """Record a connection taken from ``pool`` so ``release(connection)`` finds its pool."""
         index = self._index_of_pool(pool) if _index is None else _index
         self._borrowed[id(connection)] = (connection, pool, index)
-        self._all_returned.clear()
 
     def _check_now(self, index: int) -> None:
         """A connection to this host just failed: check it without waiting for the tick."""
@@ -595,7 +593,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             return
         self._closing = True
         await self._stop_checkers()
-        await self._all_returned.wait()
+        if self._borrowed or self._releases_in_flight:
+            await self._all_returned.wait()
         await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
         self._closed = True
 

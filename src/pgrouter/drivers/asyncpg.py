@@ -10,6 +10,7 @@ import asyncpg.exceptions as pg_errors
 
 from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
 from ..dsn import HostDsn
+from ..eager import wait_eagerly
 
 _HOST_ERRORS = (
     OSError,
@@ -36,7 +37,13 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
 
     def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
-        # asyncpg returns the holder to its queue itself if cancelled or timed out.
+        # Either way, asyncpg puts the holder back in its queue if cancelled or
+        # timed out. asyncpg's own timeout sets a timer on every acquire; with
+        # a free holder we start the acquire eagerly instead, and a connected
+        # holder is handed over without suspending, so no timer at all. On a
+        # full pool, where waiting is certain, asyncpg's timeout is cheaper.
+        if self.free_size(pool) > 0:
+            return wait_eagerly(pool.acquire(**kwargs), timeout)
         return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
 
     def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:

@@ -1,4 +1,4 @@
-"""finish_despite_cancellation: free when the coroutine never waits, shielded when it does."""
+"""eager.py: free when the awaitable never waits; shielded, or timed, when it does."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pgrouter.uncancellable import finish_despite_cancellation
+from pgrouter.eager import finish_despite_cancellation, wait_eagerly
 
 
 def count_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
@@ -105,3 +105,73 @@ async def test_an_exception_thrown_into_the_wait_reaches_the_coroutine() -> None
     gate.set_exception(RuntimeError("the server went away"))
     assert await waiting == "handled"
     assert seen == ["the server went away"]
+
+
+async def test_wait_eagerly_sets_no_timer_when_nothing_waits() -> None:
+    loop = asyncio.get_running_loop()
+    timers = [0]
+    call_at = loop.call_at
+
+    def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        timers[0] += 1
+        return call_at(when, callback, *args, **kwargs)
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    try:
+
+        async def ready() -> str:
+            return "conn"
+
+        assert await wait_eagerly(ready(), 1.0) == "conn"
+        assert timers[0] == 0
+        gate = loop.create_future()
+        loop.call_soon(gate.set_result, "later")
+        assert await wait_eagerly(gate, 1.0) == "later"
+        assert timers[0] == 1
+    finally:
+        del loop.call_at
+
+
+async def test_wait_eagerly_cancels_the_awaitable_where_it_waits_at_the_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    cleaned_up = []
+
+    async def slow_acquire() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cleaned_up.append("holder back in the queue")
+            raise
+        return "never"
+
+    started = loop.time()
+    with pytest.raises(asyncio.TimeoutError):
+        await wait_eagerly(slow_acquire(), 0.05)
+    assert loop.time() - started < 1
+    assert cleaned_up == ["holder back in the queue"]
+
+
+async def test_wait_eagerly_passes_on_the_callers_cancellation() -> None:
+    cleaned_up = []
+
+    async def slow_acquire() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cleaned_up.append("cancelled")
+            raise
+
+    caller = asyncio.ensure_future(wait_eagerly(slow_acquire(), 5))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert cleaned_up == ["cancelled"]
+
+
+async def test_wait_eagerly_without_a_timeout_just_waits() -> None:
+    async def later() -> int:
+        await asyncio.sleep(0.01)
+        return 7
+
+    assert await wait_eagerly(later(), None) == 7
