@@ -4,6 +4,10 @@
 pm.acquire()`` leaves the release to the caller (``await pm.release(conn)``).
 Nothing runs until the object is awaited or entered, so an acquire that is
 created but never used costs nothing and leaks nothing.
+
+Entering and leaving hand the manager's own coroutines straight to the caller
+instead of wrapping them in coroutines of their own: every frame on this path
+is paid on each acquire, and again each time a waiting acquire resumes.
 """
 
 from __future__ import annotations
@@ -14,37 +18,45 @@ from typing import Any, Generic, TypeVar
 
 ConnT = TypeVar("ConnT")
 
-#: Release callback: the connection, and the error that ended the ``async with`` body.
+#: Release callback: the connection (``None`` if there is none), and the error
+#: that ended the ``async with`` body.
 Release = Callable[[Any, "BaseException | None"], Awaitable[None]]
 
 
 class AcquireContext(Generic[ConnT]):
-    __slots__ = ("_acquire", "_connection", "_release")
+    """One acquire, to await or to enter.
+
+    ``acquire(context)`` makes the awaitable that takes the connection. Given
+    this context (``async with``), it stores the connection in
+    :attr:`connection` the moment it has one, in the same step as the
+    manager's own record, so the exit knows what to release; given ``None``
+    (``await``), the caller keeps the connection.
+    """
+
+    __slots__ = ("_acquire", "_release", "connection")
 
     def __init__(
         self,
-        acquire: Callable[[], Awaitable[ConnT]],
+        acquire: Callable[[AcquireContext[ConnT] | None], Awaitable[ConnT]],
         release: Release,
     ) -> None:
         self._acquire = acquire
         self._release = release
-        self._connection: ConnT | None = None
+        self.connection: ConnT | None = None
 
     def __await__(self) -> Generator[Any, None, ConnT]:
-        return self._acquire().__await__()
+        return self._acquire(None).__await__()
 
-    async def __aenter__(self) -> ConnT:
-        if self._connection is not None:
+    def __aenter__(self) -> Awaitable[ConnT]:
+        if self.connection is not None:
             raise RuntimeError("this acquire() context is already in use")
-        self._connection = await self._acquire()
-        return self._connection
+        return self._acquire(self)
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
-    ) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await self._release(connection, exc)
+    ) -> Awaitable[None]:
+        connection, self.connection = self.connection, None
+        return self._release(connection, exc)

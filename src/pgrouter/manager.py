@@ -221,6 +221,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     async def _acquire(
         self,
+        context: AcquireContext[ConnT] | None,
         *,
         read_only: bool,
         fallback_master: bool,
@@ -302,6 +303,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             #    becomes. No await between the driver handing it over and this
             #    record: a cancellation cannot fall between them and leak it.
             self._borrowed[id(connection)] = (connection, pool, host.index)
+            if context is not None:
+                context.connection = connection
             return connection
 
     async def _wait_on_full_pool(
@@ -371,7 +374,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         await self._give_back(connection, None, **kwargs)
 
     async def _give_back(
-        self, connection: ConnT, error: BaseException | None, **kwargs: Any
+        self, connection: ConnT | None, error: BaseException | None, **kwargs: Any
     ) -> None:
         """Return a borrowed connection to its pool; ``error`` ended its use, if any.
 
@@ -384,27 +387,32 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         record = self._borrowed.pop(id(connection), None)
         if record is None:
             return
-        _, pool, index = record
+        connection, pool, index = record
         if (error is not None and self._driver.is_host_error(error)) or (
             self._driver.is_closed(connection)
         ):
             self._check_now(index)
         self._releases_in_flight += 1
-        release = self._return_to_pool(connection, pool, kwargs)
         if self._driver.release_needs_shield(pool, connection):
             # A caller cancelled while releasing must not strand the connection
-            # half way back: the release finishes on its own.
-            await finish_despite_cancellation(release)
-        else:
-            await release
+            # half way back: the release, and its count, finish on their own.
+            await finish_despite_cancellation(self._return_to_pool(connection, pool, kwargs))
+            return
+        try:
+            await self._driver.release(pool, connection, **kwargs)
+        finally:
+            self._release_finished()
 
     async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
         try:
             await self._driver.release(pool, connection, **kwargs)
         finally:
-            self._releases_in_flight -= 1
-            if self._closing and not self._borrowed and not self._releases_in_flight:
-                self._all_returned.set()
+            self._release_finished()
+
+    def _release_finished(self) -> None:
+        self._releases_in_flight -= 1
+        if self._closing and not self._borrowed and not self._releases_in_flight:
+            self._all_returned.set()
 
     # -- hasql-compatible pool-level API -----------------------------------
 
@@ -463,10 +471,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         index = self._index_of_pool(pool)
         timeout = kwargs.pop("timeout", self._acquire_timeout)
 
-        async def acquire() -> ConnT:
+        async def acquire(context: AcquireContext[ConnT] | None) -> ConnT:
             self._raise_if_closed()
             connection = await self._driver.acquire(pool, timeout, **kwargs)
             self.register_connection(connection, pool, _index=index)
+            if context is not None:
+                context.connection = connection
             return connection
 
         return AcquireContext(acquire, self._give_back)
