@@ -36,12 +36,9 @@ async def finish_despite_cancellation(awaitable: Awaitable[T]) -> T:
     The caller still sees its ``CancelledError`` at once; the awaitable then
     finishes in the background (the running loop holds its Task).
     """
-    steps = awaitable.__await__()
-    try:
-        suspended_on = steps.send(None)
-    except StopIteration as finished:
-        result: T = finished.value
-        return result
+    steps, suspended_on = _start(awaitable)
+    if steps is None:
+        return suspended_on  # type: ignore[no-any-return]  # the result: it never suspended
     rest = asyncio.get_running_loop().create_task(_resume(steps, suspended_on))
     return await asyncio.shield(rest)
 
@@ -52,18 +49,28 @@ async def wait_eagerly(awaitable: Awaitable[T], timeout: float | None) -> T:
     The timer is set only once the awaitable suspends. At the deadline the
     awaitable is cancelled where it waits, as ``asyncio.timeout()`` would.
     """
-    steps = awaitable.__await__()
-    try:
-        suspended_on = steps.send(None)
-    except StopIteration as finished:
-        result: T = finished.value
-        return result
+    steps, suspended_on = _start(awaitable)
+    if steps is None:
+        return suspended_on  # type: ignore[no-any-return]  # the result: it never suspended
     if timeout is None:
         return await _Resumed(steps, suspended_on)
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             return await _Resumed(steps, suspended_on)
     return await asyncio.wait_for(_resume(steps, suspended_on), timeout)
+
+
+def _start(awaitable: Awaitable[T]) -> tuple[Generator[Any, Any, T] | None, Any]:
+    """Run ``awaitable`` up to its first suspension, in the caller's task.
+
+    Returns its steps and what it suspended on, or ``(None, result)`` if it
+    finished without suspending.
+    """
+    steps = awaitable.__await__()
+    try:
+        return steps, steps.send(None)
+    except StopIteration as finished:
+        return None, finished.value
 
 
 async def _resume(steps: Generator[Any, Any, T], suspended_on: Any) -> T:
