@@ -398,12 +398,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             # half way back: the release, and its count, finish on their own.
             await finish_despite_cancellation(self._return_to_pool(connection, pool, kwargs))
             return
+        # _return_to_pool() inline: no guard is needed, and this runs on every
+        # release, so it saves the coroutine.
         try:
             await self._driver.release(pool, connection, **kwargs)
         finally:
             self._release_finished()
 
     async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
+        """The driver's release and its count, as one coroutine a guard can finish."""
         try:
             await self._driver.release(pool, connection, **kwargs)
         finally:
@@ -487,8 +490,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if record[1] is not pool:
                 raise ValueError("release_to_pool(): the connection came from another pool")
             await self._give_back(connection, None, **kwargs)
+        elif self._driver.release_needs_shield(pool, connection):
+            # Not ours (taken from the driver pool directly): no record to
+            # forget, the same guard as any release.
+            await finish_despite_cancellation(self._driver.release(pool, connection, **kwargs))
         else:
-            await asyncio.shield(self._driver.release(pool, connection, **kwargs))
+            await self._driver.release(pool, connection, **kwargs)
 
     def register_connection(
         self, connection: ConnT, pool: PoolT, *, _index: int | None = None

@@ -92,6 +92,11 @@ async def test_pool_level_api(shared_cluster: LocalCluster, manager_cls: Any) ->
         pm.register_connection(raw, replica)
         await pm.release(raw)
         assert pm.get_pool_freesize(replica) == pm._driver.max_size(replica)
+        # release_to_pool() of a connection the manager never recorded.
+        raw = await pm._driver.acquire(replica, 1.0)
+        assert pm.get_pool_freesize(replica) == pm._driver.max_size(replica) - 1
+        await pm.release_to_pool(raw, replica)
+        assert pm.get_pool_freesize(replica) == pm._driver.max_size(replica)
 
 
 async def test_ready_and_wait_helpers(shared_cluster: LocalCluster, manager_cls: Any) -> None:
