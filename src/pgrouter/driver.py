@@ -66,6 +66,18 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     #: Short name used in logs and test ids.
     name: str = "driver"
 
+    #: True when a task cancelled anywhere inside :meth:`acquire` leaves the
+    #: pool whole (the pool takes back what it was handing over). The manager
+    #: then bounds waits on a full pool with its one shared timer
+    #: (:mod:`pgrouter.alarms`) and passes ``timeout=None``, instead of a
+    #: driver timeout that costs a loop timer per acquire.
+    acquire_cancels_cleanly: bool = False
+
+    #: Seconds a release may wait on the server (a reset query, say) before the
+    #: manager calls :meth:`abort` on the connection; ``None`` when a release
+    #: never waits on the server.
+    release_timeout: float | None = None
+
     def release_needs_shield(self, pool: PoolT, connection: ConnT) -> bool:
         """False when :meth:`release` cannot lose the connection if cancelled.
 
@@ -105,6 +117,14 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     @abc.abstractmethod
     async def terminate_connection(self, connection: ConnT) -> None:
         """Close a borrowed connection now, without returning it (``terminate()``)."""
+
+    def abort(self, connection: ConnT) -> None:
+        """Close a connection now, without a round trip; a no-op once it is back in its pool.
+
+        Ends a release stuck past :attr:`release_timeout`; the pool then takes
+        the connection back as broken. Needed only where that is set.
+        """
+        raise NotImplementedError(f"{self.name} sets no release_timeout")
 
     @abc.abstractmethod
     def free_size(self, pool: PoolT) -> int:

@@ -9,12 +9,10 @@ whichever way the operation goes:
   more event-loop iterations per release, even when the release finishes
   without ever waiting (psycopg's ``putconn()`` of an idle connection nearly
   always does);
-- an acquire must end within its timeout. A timeout context schedules and
-  cancels a timer on every acquire, even when a free connection is handed
-  over at once (the common case for asyncpg, whose ``Pool.acquire(timeout=)``
-  always sets one up).
+- an acquire must end within its timeout, and a deadline costs a timer even
+  when a free connection is handed over at once (the common case).
 
-Both helpers here run the awaitable at once, in the caller's task, as Python
+:func:`start` runs the awaitable at once, in the caller's task, as Python
 3.12's eager tasks do. If it finishes without suspending, nothing could have
 cancelled it or made it late, and nothing more is paid. Only if it suspends
 does the guard start, taking the awaitable over from exactly where it stopped.
@@ -23,7 +21,6 @@ does the guard start, taking the awaitable over from exactly where it stopped.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Generator
 from typing import Any, Generic, TypeVar
 
@@ -36,45 +33,28 @@ async def finish_despite_cancellation(awaitable: Awaitable[T]) -> T:
     The caller still sees its ``CancelledError`` at once; the awaitable then
     finishes in the background (the running loop holds its Task).
     """
-    steps, suspended_on = _start(awaitable)
-    if steps is None:
-        return suspended_on  # type: ignore[no-any-return]  # the result: it never suspended
-    rest = asyncio.get_running_loop().create_task(_resume(steps, suspended_on))
-    return await asyncio.shield(rest)
+    rest, result = start(awaitable)
+    if rest is None:
+        return result  # type: ignore[no-any-return]
+    return await asyncio.shield(asyncio.get_running_loop().create_task(_finish(rest)))
 
 
-async def wait_eagerly(awaitable: Awaitable[T], timeout: float | None) -> T:
-    """Await ``awaitable`` within ``timeout`` seconds (``asyncio.TimeoutError`` past it).
+def start(awaitable: Awaitable[T]) -> tuple[Awaitable[T] | None, Any]:
+    """Run ``awaitable`` in the caller's task up to its first suspension.
 
-    The timer is set only once the awaitable suspends. At the deadline the
-    awaitable is cancelled where it waits, as ``asyncio.timeout()`` would.
-    """
-    steps, suspended_on = _start(awaitable)
-    if steps is None:
-        return suspended_on  # type: ignore[no-any-return]  # the result: it never suspended
-    if timeout is None:
-        return await _Resumed(steps, suspended_on)
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(timeout):
-            return await _Resumed(steps, suspended_on)
-    return await asyncio.wait_for(_resume(steps, suspended_on), timeout)
-
-
-def _start(awaitable: Awaitable[T]) -> tuple[Generator[Any, Any, T] | None, Any]:
-    """Run ``awaitable`` up to its first suspension, in the caller's task.
-
-    Returns its steps and what it suspended on, or ``(None, result)`` if it
-    finished without suspending.
+    Returns ``(None, result)`` if it finished without suspending. Otherwise
+    ``(rest, None)``: awaiting ``rest`` continues it from where it stopped,
+    and cancelling that await cancels it where it waits.
     """
     steps = awaitable.__await__()
     try:
-        return steps, steps.send(None)
+        return _Resumed(steps, steps.send(None)), None
     except StopIteration as finished:
         return None, finished.value
 
 
-async def _resume(steps: Generator[Any, Any, T], suspended_on: Any) -> T:
-    return await _Resumed(steps, suspended_on)
+async def _finish(rest: Awaitable[T]) -> T:
+    return await rest
 
 
 class _Resumed(Generic[T]):

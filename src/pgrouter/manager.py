@@ -15,17 +15,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Generic
 
 from .acquire import AcquireContext
+from .alarms import AlarmClock
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
-from .eager import finish_despite_cancellation
+from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError
 from .primary_watch import PrimaryWatch
+from .release_bound import ReleaseBound
 from .topology import HostState, TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
@@ -107,6 +109,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # balancer sends the next one to the shortest queue.
         self._queued = [0] * len(self._hosts)
         self._releases_in_flight = 0
+        # Deadlines of acquires waiting on a full pool, on one loop timer
+        # rather than one each (see alarms.py).
+        self._alarms = AlarmClock()
+        # Releases that may hang on the server are aborted past the driver's bound.
+        self._release_bound = (
+            None
+            if driver.release_timeout is None
+            else ReleaseBound(driver.release_timeout, driver.abort)
+        )
         # Set once closing and nothing is borrowed or on its way back; close()
         # waits on it. (Only while closing: acquires and releases stay free of it.)
         self._all_returned = asyncio.Event()
@@ -178,31 +189,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         Waits for a suitable host (woken by each new topology snapshot) and for
         a free connection in its pool, both within ``timeout`` seconds.
         """
-        if master_as_replica_weight is not None:
-            if not read_only:
+        if not read_only:
+            if master_as_replica_weight is not None:
                 raise ValueError("master_as_replica_weight is used only when read_only is True")
-            _check_weight(master_as_replica_weight)
-        self._raise_if_closed()
-        acquire = functools.partial(
-            self._acquire,
-            read_only=read_only,
-            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
-            master_as_replica_weight=(
-                (
-                    self._master_as_replica_weight
-                    if master_as_replica_weight is None
-                    else master_as_replica_weight
-                )
-                if read_only
-                else 0.0
-            ),
-            timeout=self._acquire_timeout if timeout is None else timeout,
-            kwargs=kwargs,
-        )
-        return AcquireContext(acquire, self._give_back)
+            return self.acquire_master(timeout, **kwargs)
+        return self.acquire_replica(fallback_master, master_as_replica_weight, timeout, **kwargs)
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
-        return self.acquire(read_only=False, timeout=timeout, **kwargs)
+        return self._request(False, False, 0.0, timeout, kwargs)
 
     def acquire_replica(
         self,
@@ -211,25 +205,50 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
-        return self.acquire(
-            read_only=True,
-            fallback_master=fallback_master,
-            master_as_replica_weight=master_as_replica_weight,
-            timeout=timeout,
-            **kwargs,
+        if master_as_replica_weight is None:
+            master_as_replica_weight = self._master_as_replica_weight
+        else:
+            _check_weight(master_as_replica_weight)
+        return self._request(
+            True,
+            self._fallback_master if fallback_master is None else fallback_master,
+            master_as_replica_weight,
+            timeout,
+            kwargs,
         )
+
+    def _request(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+        timeout: float | None,
+        kwargs: dict[str, Any],
+    ) -> AcquireContext[ConnT]:
+        """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
+        if self._closing:
+            self._raise_if_closed()
+        acquire = functools.partial(
+            self._acquire,
+            read_only,
+            fallback_master,
+            master_as_replica_weight,
+            self._acquire_timeout if timeout is None else timeout,
+            kwargs,
+        )
+        return AcquireContext(acquire, self._give_back)
 
     async def _acquire(
         self,
-        context: AcquireContext[ConnT] | None,
-        *,
         read_only: bool,
         fallback_master: bool,
         master_as_replica_weight: float,
         timeout: float,
         kwargs: dict[str, Any],
+        context: AcquireContext[ConnT] | None,
     ) -> ConnT:
-        self._start()
+        if not self._started:
+            self._start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         failures: dict[int, str] = {}  # host index -> why its pool gave no connection
@@ -244,7 +263,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             )
 
         while True:
-            self._raise_if_closed()
+            if self._closing:
+                self._raise_if_closed()
             # 1. A host: the balancer's pick on the current snapshot, or the
             #    first later snapshot that has one.
             host = pick(self._board.current)
@@ -268,12 +288,22 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             #    else waiting in slices while the host stays usable.
             connection: ConnT | None
             try:
-                if self._driver.free_size(pool) > 0:
+                free = self._driver.free_size(pool) > 0
+                if self._driver.acquire_cancels_cleanly:
+                    # A free connection is taken here and now, without a wait,
+                    # and so without a deadline to pay for.
+                    acquiring = self._driver.acquire(pool, None, **kwargs)
+                    waiting, connection = start(acquiring) if free else (acquiring, None)
+                    if waiting is not None:
+                        connection = await self._wait_on_full_pool(
+                            pool, host, deadline, kwargs, waiting
+                        )
+                elif free:
                     connection = await self._driver.acquire(
                         pool, max(deadline - loop.time(), 0), **kwargs
                     )
                 else:
-                    connection = await self._wait_on_full_pool(pool, host, deadline, kwargs)
+                    connection = await self._wait_on_full_pool(pool, host, deadline, kwargs, None)
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
                 raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
@@ -308,7 +338,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             return connection
 
     async def _wait_on_full_pool(
-        self, pool: PoolT, host: HostState, deadline: float, kwargs: dict[str, Any]
+        self,
+        pool: PoolT,
+        host: HostState,
+        deadline: float,
+        kwargs: dict[str, Any],
+        waiting: Awaitable[ConnT] | None,
     ) -> ConnT | None:
         """A connection from ``host``'s full pool, or ``None`` if the host stops being usable first.
 
@@ -320,22 +355,31 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         Slices, rather than racing the acquire against the snapshots in two
         tasks, keep the common contended case as cheap as the driver's own
         acquire.
+
+        ``waiting`` is the driver's acquire, already started and waiting, when
+        the driver's acquire may be cancelled anywhere: its slices then end by
+        the manager's alarm clock, one loop timer for every waiting acquire
+        instead of one each. ``None``: the driver bounds each slice itself.
         """
         loop = asyncio.get_running_loop()
         self._queued[host.index] += 1
         try:
             while True:
-                remaining = deadline - loop.time()
+                now = loop.time()
+                slice_end = min(deadline, now + STALL_DELAY)
                 try:
-                    return await self._driver.acquire(
-                        pool, max(min(remaining, STALL_DELAY), 0), **kwargs
-                    )
+                    if waiting is None:
+                        return await self._driver.acquire(pool, max(slice_end - now, 0), **kwargs)
+                    with self._alarms.timeout_at(slice_end):
+                        return await waiting
                 except asyncio.TimeoutError:
-                    if remaining <= STALL_DELAY:
+                    if slice_end >= deadline:
                         raise
                 if _no_longer_usable(host, self._board.current):
                     return None
                 self._check_now(host.index)
+                if waiting is not None:
+                    waiting = self._driver.acquire(pool, None, **kwargs)
         finally:
             self._queued[host.index] -= 1
 
@@ -392,30 +436,42 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self._driver.is_closed(connection)
         ):
             self._check_now(index)
-        self._releases_in_flight += 1
+        await self._release_guarded(connection, pool, kwargs)
+
+    def _release_guarded(
+        self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]
+    ) -> Awaitable[None]:
+        """Return a connection to ``pool`` whatever befalls the caller meanwhile."""
         if self._driver.release_needs_shield(pool, connection):
             # A caller cancelled while releasing must not strand the connection
             # half way back: the release, and its count, finish on their own.
-            await finish_despite_cancellation(self._return_to_pool(connection, pool, kwargs))
-            return
-        # _return_to_pool() inline: no guard is needed, and this runs on every
-        # release, so it saves the coroutine.
-        try:
-            await self._driver.release(pool, connection, **kwargs)
-        finally:
-            self._release_finished()
+            return finish_despite_cancellation(self._return_to_pool(connection, pool, kwargs))
+        return self._return_to_pool(connection, pool, kwargs)
 
     async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
-        """The driver's release and its count, as one coroutine a guard can finish."""
+        """The driver's release, bounded at its ``release_timeout``, and counted until it ends.
+
+        Both callers start it before they first wait, so from the moment a
+        connection leaves ``_borrowed`` it is counted here, and ``close()``
+        waits for it.
+        """
+        self._releases_in_flight += 1
+        bound = self._release_bound
+        token = -1 if bound is None else bound.begin(connection)
         try:
             await self._driver.release(pool, connection, **kwargs)
+        except asyncio.CancelledError:
+            # Only a driver whose release shields itself gets here (the others
+            # run under finish_despite_cancellation): its release goes on
+            # without us, so it stays bounded.
+            bound = None
+            raise
         finally:
-            self._release_finished()
-
-    def _release_finished(self) -> None:
-        self._releases_in_flight -= 1
-        if self._closing and not self._borrowed and not self._releases_in_flight:
-            self._all_returned.set()
+            if bound is not None:
+                bound.end(token)
+            self._releases_in_flight -= 1
+            if self._closing and not self._borrowed and not self._releases_in_flight:
+                self._all_returned.set()
 
     # -- hasql-compatible pool-level API -----------------------------------
 
@@ -490,12 +546,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if record[1] is not pool:
                 raise ValueError("release_to_pool(): the connection came from another pool")
             await self._give_back(connection, None, **kwargs)
-        elif self._driver.release_needs_shield(pool, connection):
-            # Not ours (taken from the driver pool directly): no record to
-            # forget, the same guard as any release.
-            await finish_despite_cancellation(self._driver.release(pool, connection, **kwargs))
         else:
-            await self._driver.release(pool, connection, **kwargs)
+            # Not ours (taken from the driver pool directly): no record to
+            # forget, otherwise the same release as any.
+            await self._release_guarded(connection, pool, kwargs)
 
     def register_connection(
         self, connection: ConnT, pool: PoolT, *, _index: int | None = None
@@ -613,6 +667,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if self._borrowed or self._releases_in_flight:
             await self._all_returned.wait()
         await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
+        self._alarms.close()
+        if self._release_bound is not None:
+            self._release_bound.close()
         self._closed = True
 
     async def terminate(self) -> None:
@@ -625,6 +682,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             return_exceptions=True,
         )
         await asyncio.gather(*(checker.close_pools(terminate=True) for checker in self._checkers))
+        self._alarms.close()
+        if self._release_bound is not None:
+            self._release_bound.close()
         self._all_returned.set()
         self._closed = True
 

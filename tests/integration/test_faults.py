@@ -693,3 +693,39 @@ async def test_10000_cancelled_acquires_during_a_failover(
         await writes_work(pm, new.port)
         await rejoin(pm, old, new)
         await pools_whole(pm)
+
+
+async def test_a_release_stuck_on_a_dead_connection_is_cut_at_the_bound(
+    sync_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg resets a connection on release with a round trip; a silently dead
+    connection never answers. The manager aborts it at the driver's bound, and
+    the pool takes it back as broken. (asyncpg only: psycopg's release does not
+    wait on the server.)"""
+    from pgrouter.asyncpg import PoolManager
+    from pgrouter.drivers.asyncpg import AsyncpgDriver
+
+    monkeypatch.setattr(AsyncpgDriver, "release_timeout", 0.5)
+    primary = sync_cluster.primary
+    with ProxiedCluster(sync_cluster) as proxied:
+        async with PoolManager(
+            proxied.dsn(), pool_factory_kwargs=dict(POOLS["asyncpg"]), primary_heartbeat=None
+        ) as pm:
+            await pm.ready()
+            outcome: list[str] = []
+            started = time.perf_counter()
+            try:
+                async with pm.acquire_master() as conn:
+                    await fetchval(conn, "SELECT 1")
+                    proxied.proxy(primary).blackhole()
+                    started = time.perf_counter()
+            except Exception as error:  # the reset failed: asyncpg says so, as it would bare
+                outcome.append(type(error).__name__)
+            took = time.perf_counter() - started
+            report("release on a blackholed connection", took=ms(took), outcome=outcome)
+            assert 0.4 < took < 3.0, f"the release took {took:.2f} s with a 0.5 s bound"
+            assert not pm._release_bound
+            proxied.proxy(primary).pass_through()
+            await pools_whole(pm)
+            async with pm.acquire_master(timeout=5) as conn:
+                assert await fetchval(conn, "SELECT 1") == 1

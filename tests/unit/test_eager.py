@@ -1,4 +1,4 @@
-"""eager.py: free when the awaitable never waits; shielded, or timed, when it does."""
+"""eager.py: free when the awaitable never waits; shielded, or handed over, when it does."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pgrouter.eager import finish_despite_cancellation, wait_eagerly
+from pgrouter.eager import finish_despite_cancellation, start
 
 
 def count_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
@@ -107,71 +107,66 @@ async def test_an_exception_thrown_into_the_wait_reaches_the_coroutine() -> None
     assert seen == ["the server went away"]
 
 
-async def test_wait_eagerly_sets_no_timer_when_nothing_waits() -> None:
+async def test_start_runs_to_the_end_when_nothing_waits() -> None:
+    created = count_tasks(asyncio.get_running_loop())
+
+    async def free_connection() -> str:
+        return "conn"
+
+    rest, result = start(free_connection())
+    assert (rest, result) == (None, "conn")
+    assert created[0] == 0
+
+
+async def test_start_hands_over_what_waits_and_awaiting_it_finishes_it() -> None:
     loop = asyncio.get_running_loop()
-    timers = [0]
-    call_at = loop.call_at
+    gate = loop.create_future()
+    steps: list[str] = []
 
-    def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-        timers[0] += 1
-        return call_at(when, callback, *args, **kwargs)
+    async def full_pool() -> str:
+        steps.append("queued")
+        value = await gate
+        steps.append("woken")
+        return value
 
-    loop.call_at = counting_call_at  # type: ignore[method-assign]
-    try:
-
-        async def ready() -> str:
-            return "conn"
-
-        assert await wait_eagerly(ready(), 1.0) == "conn"
-        assert timers[0] == 0
-        gate = loop.create_future()
-        loop.call_soon(gate.set_result, "later")
-        assert await wait_eagerly(gate, 1.0) == "later"
-        assert timers[0] == 1
-    finally:
-        del loop.call_at
+    rest, result = start(full_pool())
+    assert rest is not None and result is None
+    assert steps == ["queued"]  # ran in the caller, up to the wait
+    loop.call_soon(gate.set_result, "conn")
+    assert await rest == "conn"
+    assert steps == ["queued", "woken"]
 
 
-async def test_wait_eagerly_cancels_the_awaitable_where_it_waits_at_the_deadline() -> None:
-    loop = asyncio.get_running_loop()
+async def test_cancelling_the_await_of_what_start_handed_over_cancels_it_where_it_waits() -> None:
     cleaned_up = []
 
-    async def slow_acquire() -> str:
+    async def full_pool() -> None:
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             cleaned_up.append("holder back in the queue")
             raise
-        return "never"
 
-    started = loop.time()
-    with pytest.raises(asyncio.TimeoutError):
-        await wait_eagerly(slow_acquire(), 0.05)
-    assert loop.time() - started < 1
+    rest, _ = start(full_pool())
+    assert rest is not None
+    waiter = asyncio.ensure_future(rest)
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
     assert cleaned_up == ["holder back in the queue"]
 
 
-async def test_wait_eagerly_passes_on_the_callers_cancellation() -> None:
-    cleaned_up = []
+async def test_an_exception_after_the_wait_reaches_whoever_awaits_the_rest() -> None:
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
 
-    async def slow_acquire() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cleaned_up.append("cancelled")
-            raise
+    async def broken() -> None:
+        await gate
+        raise ConnectionResetError("server closed the connection")
 
-    caller = asyncio.ensure_future(wait_eagerly(slow_acquire(), 5))
-    await asyncio.sleep(0.01)
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    assert cleaned_up == ["cancelled"]
-
-
-async def test_wait_eagerly_without_a_timeout_just_waits() -> None:
-    async def later() -> int:
-        await asyncio.sleep(0.01)
-        return 7
-
-    assert await wait_eagerly(later(), None) == 7
+    rest, _ = start(broken())
+    assert rest is not None
+    loop.call_soon(gate.set_result, None)
+    with pytest.raises(ConnectionResetError):
+        await rest

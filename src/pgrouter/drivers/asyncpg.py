@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -10,7 +11,6 @@ import asyncpg.exceptions as pg_errors
 
 from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
 from ..dsn import HostDsn
-from ..eager import wait_eagerly
 
 _HOST_ERRORS = (
     OSError,
@@ -23,12 +23,16 @@ _HOST_ERRORS = (
 
 #: Connect timeout of pool connections unless the caller sets ``timeout``.
 CONNECT_TIMEOUT = 5.0
-#: Bound on the reset a connection gets on release; past it asyncpg closes it.
+#: Bound on the reset a connection gets on release; past it the manager aborts it.
 RELEASE_TIMEOUT = 10.0
 
 
 class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     name = "asyncpg"
+    # asyncpg puts the holder back in its queue when an acquire is cancelled.
+    acquire_cancels_cleanly = True
+    # The reset on release is a round trip to the server, which may hang.
+    release_timeout = RELEASE_TIMEOUT
 
     async def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> asyncpg.Pool:
         # asyncpg waits 60 s for a connect by default; a host that hangs must
@@ -37,20 +41,19 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
 
     def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
-        # Either way, asyncpg puts the holder back in its queue if cancelled or
-        # timed out. asyncpg's own timeout sets a timer on every acquire; with
-        # a free holder we start the acquire eagerly instead, and a connected
-        # holder is handed over without suspending, so no timer at all. On a
-        # full pool, where waiting is certain, asyncpg's timeout is cheaper.
-        if self.free_size(pool) > 0:
-            return wait_eagerly(pool.acquire(**kwargs), timeout)
+        # The manager passes no timeout (it bounds waits with its alarm
+        # clock); acquire_from_pool() passes its caller's.
         return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
 
     def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:
-        # Without an explicit timeout asyncpg reuses the acquire's timeout for
-        # the reset on release, and the manager acquires in 100 ms slices.
-        kwargs.setdefault("timeout", RELEASE_TIMEOUT)
+        # No timeout for asyncpg's reset (that would be a loop timer per
+        # release): the manager bounds it at release_timeout, with abort().
+        # Our acquires pass no timeout to asyncpg, so none is inherited.
         return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
+
+    def abort(self, connection: Any) -> None:
+        with contextlib.suppress(pg_errors.InterfaceError):  # already back in the pool
+            connection.terminate()
 
     def release_needs_shield(self, pool: asyncpg.Pool, connection: Any) -> bool:
         return False  # Pool.release() shields itself
