@@ -85,10 +85,16 @@ class GreedyBalancerPolicy(AbstractBalancerPolicy):
     """
 
     def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
-        sizes = [free_size(host) for host in candidates]
-        most = max(sizes)
-        best = [host for host, size in zip(candidates, sizes) if size == most]
-        return best[0] if len(best) == 1 else random.choice(best)
+        # One plain loop: this runs on every read, so no list comprehensions.
+        best = [candidates[0]]
+        most = free_size(candidates[0])
+        for host in candidates[1:]:
+            size = free_size(host)
+            if size > most:
+                most, best = size, [host]
+            elif size == most:
+                best.append(host)
+        return best[0] if len(best) == 1 else best[int(random.random() * len(best))]
 
 
 class RandomWeightedBalancerPolicy(AbstractBalancerPolicy):

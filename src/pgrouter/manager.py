@@ -196,7 +196,18 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         return self.acquire_replica(fallback_master, master_as_replica_weight, timeout, **kwargs)
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
-        return self._request(False, False, 0.0, timeout, kwargs)
+        if self._closing:
+            self._raise_if_closed()
+        # Nothing runs until the context is awaited or entered (acquire.py).
+        acquire = functools.partial(
+            self._acquire,
+            False,
+            False,
+            0.0,
+            self._acquire_timeout if timeout is None else timeout,
+            kwargs,
+        )
+        return AcquireContext(acquire, self._give_back)
 
     def acquire_replica(
         self,
@@ -205,33 +216,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
+        if self._closing:
+            self._raise_if_closed()
         if master_as_replica_weight is None:
             master_as_replica_weight = self._master_as_replica_weight
         else:
             _check_weight(master_as_replica_weight)
-        return self._request(
-            True,
-            self._fallback_master if fallback_master is None else fallback_master,
-            master_as_replica_weight,
-            timeout,
-            kwargs,
-        )
-
-    def _request(
-        self,
-        read_only: bool,
-        fallback_master: bool,
-        master_as_replica_weight: float,
-        timeout: float | None,
-        kwargs: dict[str, Any],
-    ) -> AcquireContext[ConnT]:
-        """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
-        if self._closing:
-            self._raise_if_closed()
         acquire = functools.partial(
             self._acquire,
-            read_only,
-            fallback_master,
+            True,
+            self._fallback_master if fallback_master is None else fallback_master,
             master_as_replica_weight,
             self._acquire_timeout if timeout is None else timeout,
             kwargs,
@@ -253,25 +247,28 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         deadline = loop.time() + timeout
         failures: dict[int, str] = {}  # host index -> why its pool gave no connection
 
-        def pick(snapshot: TopologySnapshot) -> HostState | None:
-            return self._balancer.pick(
-                snapshot,
-                read_only=read_only,
-                fallback_master=fallback_master,
-                master_as_replica_weight=master_as_replica_weight,
-                free_size=self._free_size_of_host,
-            )
-
         while True:
             if self._closing:
                 self._raise_if_closed()
             # 1. A host: the balancer's pick on the current snapshot, or the
             #    first later snapshot that has one.
-            host = pick(self._board.current)
+            host = self._balancer.pick(
+                self._board.current,
+                read_only=read_only,
+                fallback_master=fallback_master,
+                master_as_replica_weight=master_as_replica_weight,
+                free_size=self._free_size_of_host,
+            )
             if host is None:
                 try:
                     await self._board.wait_for(
-                        lambda snapshot: pick(snapshot) is not None, deadline - loop.time()
+                        functools.partial(
+                            self._has_host_for,
+                            read_only=read_only,
+                            fallback_master=fallback_master,
+                            master_as_replica_weight=master_as_replica_weight,
+                        ),
+                        deadline - loop.time(),
                     )
                 except asyncio.TimeoutError:
                     raise self._no_host_error(
@@ -336,6 +333,24 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if context is not None:
                 context.connection = connection
             return connection
+
+    def _has_host_for(
+        self,
+        snapshot: TopologySnapshot,
+        *,
+        read_only: bool,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+    ) -> bool:
+        """True when the balancer would pick a host on ``snapshot`` for this request."""
+        host = self._balancer.pick(
+            snapshot,
+            read_only=read_only,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            free_size=self._free_size_of_host,
+        )
+        return host is not None
 
     async def _wait_on_full_pool(
         self,
@@ -417,26 +432,28 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             )
         await self._give_back(connection, None, **kwargs)
 
-    async def _give_back(
+    def _give_back(
         self, connection: ConnT | None, error: BaseException | None, **kwargs: Any
-    ) -> None:
+    ) -> Awaitable[None]:
         """Return a borrowed connection to its pool; ``error`` ended its use, if any.
 
         Also the exit of ``async with pm.acquire()``. A connection no longer
-        recorded (``terminate()`` closed it) is left alone.
+        recorded (``terminate()`` closed it) is left alone. A plain function
+        that returns the release to await: the bookkeeping needs no frame of
+        its own, on a path every connection takes.
         """
         # Forgotten before the driver can hand it to the next caller, whose
         # record would otherwise be the one deleted. (A record holds its
         # connection alive, so no other object can have the same id.)
         record = self._borrowed.pop(id(connection), None)
         if record is None:
-            return
+            return _nothing()
         connection, pool, index = record
         if (error is not None and self._driver.is_host_error(error)) or (
             self._driver.is_closed(connection)
         ):
             self._check_now(index)
-        await self._release_guarded(connection, pool, kwargs)
+        return self._release_guarded(connection, pool, kwargs)
 
     def _release_guarded(
         self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]
@@ -703,6 +720,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+async def _nothing() -> None:
+    """A release with nothing left to do."""
 
 
 def _no_longer_usable(host: HostState, snapshot: TopologySnapshot) -> bool:

@@ -47,6 +47,9 @@ async def test_kill_primary_promote_replica_writes_resume(
         await pm.ready()
         async with pm.acquire_master() as conn:
             await execute(conn, "CREATE TABLE t (id int)")
+        # Replication is asynchronous: a kill -9 right after the commit would
+        # lose the table along with the old primary.
+        await asyncio.to_thread(cluster.wait_replicas_caught_up)
         await asyncio.to_thread(old_primary.kill)
         new_primary = await asyncio.to_thread(cluster.failover)
 

@@ -76,10 +76,10 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         return int(pool.get_max_size())
 
     def is_closed(self, connection: Any) -> bool:
-        try:
-            return bool(connection.is_closed())
-        except pg_errors.InterfaceError:  # a pool proxy already released or terminated
-            return True
+        # Asked on every release. A pool proxy's method calls go through a
+        # generic wrapper, so ask the connection behind it (None once released).
+        plain = getattr(connection, "_con", connection)
+        return plain is None or bool(plain.is_closed())
 
     async def connect_probe(self, dsn: HostDsn, timeout: float) -> asyncpg.Connection:
         return await asyncpg.connect(dsn.to_url(), timeout=timeout)
