@@ -367,15 +367,25 @@ async def benchmark(
         progress(f"warm-up: {workload.name}")
         for cell in group:
             await attempt(cell, warmup)
+        # Contenders of one driver run back to back, so a ratio to the bare pool
+        # compares runs a second or two apart: CPU steal on a shared machine
+        # drifts over seconds, and a ratio of runs further apart carries it.
+        blocks: dict[str, list[Cell]] = {}
+        for cell in group:
+            blocks.setdefault(cell.contender.driver, []).append(cell)
         for round_number in range(rounds):
             progress(f"round {round_number + 1}/{rounds}: {workload.name}")
-            shift = round_number % len(group)
             results: dict[int, float] = {}
-            for cell in group[shift:] + group[:shift]:  # rotate: nobody always runs first
-                ops = await attempt(cell, seconds)
-                if ops is not None:
-                    cell.ops_per_s.append(ops)
-                    results[id(cell.contender)] = ops
+            order = list(blocks.values())
+            if round_number % 2:
+                order.reverse()
+            for block in order:
+                shift = round_number % len(block)
+                for cell in block[shift:] + block[:shift]:  # rotate: nobody always runs first
+                    ops = await attempt(cell, seconds)
+                    if ops is not None:
+                        cell.ops_per_s.append(ops)
+                        results[id(cell.contender)] = ops
             for cell in group:
                 baseline = next(
                     other

@@ -69,8 +69,8 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     #: True when a task cancelled anywhere inside :meth:`acquire` leaves the
     #: pool whole (the pool takes back what it was handing over). The manager
     #: then bounds waits on a full pool with its one shared timer
-    #: (:mod:`pgrouter.alarms`) and passes ``timeout=None``, instead of a
-    #: driver timeout that costs a loop timer per acquire.
+    #: (:mod:`pgrouter.alarms`) and passes ``timeout=None`` (Python 3.11+),
+    #: instead of a driver timeout that costs a loop timer per acquire.
     acquire_cancels_cleanly: bool = False
 
     #: Seconds a release may wait on the server (a reset query, say) before the

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Sequence
 from typing import Any, Generic
 
@@ -110,8 +111,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._queued = [0] * len(self._hosts)
         self._releases_in_flight = 0
         # Deadlines of acquires waiting on a full pool, on one loop timer
-        # rather than one each (see alarms.py).
+        # rather than one each (see alarms.py), where the driver's acquire may
+        # be cancelled anywhere. Not on Python 3.10: without Task.uncancel() a
+        # cancellation from outside at the deadline would pass for a timeout.
         self._alarms = AlarmClock()
+        self._deadlines_on_alarms = driver.acquire_cancels_cleanly and sys.version_info >= (3, 11)
         # Releases that may hang on the server are aborted past the driver's bound.
         self._release_bound = (
             None
@@ -286,7 +290,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             connection: ConnT | None
             try:
                 free = self._driver.free_size(pool) > 0
-                if self._driver.acquire_cancels_cleanly:
+                if self._deadlines_on_alarms:
                     # A free connection is taken here and now, without a wait,
                     # and so without a deadline to pay for.
                     acquiring = self._driver.acquire(pool, None, **kwargs)
@@ -549,7 +553,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
         async def acquire(context: AcquireContext[ConnT] | None) -> ConnT:
             self._raise_if_closed()
-            connection = await self._driver.acquire(pool, timeout, **kwargs)
+            if self._deadlines_on_alarms:
+                deadline = asyncio.get_running_loop().time() + timeout
+                with self._alarms.timeout_at(deadline):
+                    connection = await self._driver.acquire(pool, None, **kwargs)
+            else:
+                connection = await self._driver.acquire(pool, timeout, **kwargs)
             self.register_connection(connection, pool, _index=index)
             if context is not None:
                 context.connection = connection

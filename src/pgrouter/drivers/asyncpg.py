@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Awaitable
 from typing import Any
 
@@ -41,14 +42,17 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
         return await asyncpg.create_pool(dsn.to_url(), **pool_kwargs)
 
     def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
-        # The manager passes no timeout (it bounds waits with its alarm
-        # clock); acquire_from_pool() passes its caller's.
+        # The manager passes no timeout on Python 3.11+: it bounds waits with
+        # its alarm clock (alarms.py).
         return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
 
     def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:
         # No timeout for asyncpg's reset (that would be a loop timer per
         # release): the manager bounds it at release_timeout, with abort().
-        # Our acquires pass no timeout to asyncpg, so none is inherited.
+        if sys.version_info < (3, 11):
+            # There the manager passes asyncpg its acquire timeouts (100 ms
+            # slices on a full pool), and asyncpg would reuse one for the reset.
+            kwargs.setdefault("timeout", RELEASE_TIMEOUT)
         return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
 
     def abort(self, connection: Any) -> None:
