@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -94,7 +95,8 @@ async def test_a_deadline_turns_its_own_cancellation_into_a_timeout() -> None:
     assert loop.time() - started < 1
     assert cleaned_up == ["holder back in the queue"]
     task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0  # nothing left to leak into later awaits
+    if sys.version_info >= (3, 11):
+        assert task is not None and task.cancelling() == 0  # nothing left to leak later
 
 
 async def test_a_deadline_met_leaves_nothing_armed() -> None:
@@ -121,6 +123,9 @@ async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     assert len(clock) == 0
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="needs Task.uncancel(); the manager uses none on 3.10"
+)
 async def test_outside_cancellation_at_the_deadline_still_propagates() -> None:
     loop = asyncio.get_running_loop()
     clock = AlarmClock()
