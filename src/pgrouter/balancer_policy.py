@@ -85,7 +85,14 @@ class GreedyBalancerPolicy(AbstractBalancerPolicy):
     """
 
     def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
-        # One plain loop: this runs on every read, so no list comprehensions.
+        # This runs on every read: plain code, and the common case of two
+        # replicas without a loop.
+        if len(candidates) == 2:
+            first, second = candidates
+            difference = free_size(first) - free_size(second)
+            if difference:
+                return first if difference > 0 else second
+            return first if random.random() < 0.5 else second
         best = [candidates[0]]
         most = free_size(candidates[0])
         for host in candidates[1:]:
