@@ -29,11 +29,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import asyncpg
 import psycopg_pool
+from package_versions import package_versions
 
 import pgrouter.asyncpg
 import pgrouter.psycopg3
@@ -475,20 +475,11 @@ def verdict(cells: list[Cell]) -> str:
 
 
 def environment(args: argparse.Namespace, server_version: str) -> dict[str, Any]:
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "postgresql": server_version,
-        "versions": {
-            name: version(name)
-            for name in ("pgrouter", "hasql", "asyncpg", "psycopg", "psycopg-pool")
-        },
+        "versions": package_versions("pgrouter", "hasql", "asyncpg", "psycopg", "psycopg-pool"),
         "seconds": args.seconds,
         "warmup": args.warmup,
         "rounds": args.rounds,

@@ -34,10 +34,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import asyncpg
+from package_versions import describe_versions
 
 from pgrouter.demo import fetch_rows
 from pgrouter.testing import LocalCluster, Node
@@ -515,18 +515,6 @@ def print_logs(outcomes: list[Outcome]) -> None:
                 print(f"  {(moment - o.fault_at) * 1000:+8.1f}  {text}")
 
 
-def versions() -> str:
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return ", ".join(
-        f"{name} {version(name)}" for name in ("pgrouter", "hasql", "asyncpg", "psycopg")
-    )
-
-
 # -- main -----------------------------------------------------------------------
 
 
@@ -570,9 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addHandler(LOG)
     logging.getLogger().setLevel(logging.INFO)
     outcomes = asyncio.run(run(args))
+    versions = describe_versions("pgrouter", "hasql", "asyncpg", "psycopg")
     print(
         f"\npgrouter failover benchmark — {args.driver} driver, Python "
-        f"{platform.python_version()}\n{versions()}\n"
+        f"{platform.python_version()}\n{versions}\n"
         f"{WRITERS} writers + {READERS} readers, acquire_timeout={ACQUIRE_TIMEOUT:g} s, "
         "refresh_delay and refresh_timeout left at each library's default; "
         "fresh cluster per run, contenders interleaved.\n"

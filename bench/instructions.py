@@ -56,8 +56,9 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
+
+from package_versions import describe_versions
 
 #: The target the verdict line checks: pgrouter at most this many times bare's instructions.
 TARGET_RATIO = 1.15
@@ -445,18 +446,6 @@ def verdict(results: list[Result]) -> str:
     )
 
 
-def versions() -> str:
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return ", ".join(
-        f"{name} {version(name)}" for name in ("pgrouter", "asyncpg", "psycopg", "psycopg-pool")
-    )
-
-
 def valgrind_version(valgrind: str) -> str:
     done = subprocess.run([valgrind, "--version"], capture_output=True, text=True, check=False)
     return done.stdout.strip() or "valgrind (unknown version)"
@@ -543,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, Runner(valgrind, python, dsn_file, out_dir))
     elapsed = time.monotonic() - started
 
+    versions = describe_versions("pgrouter", "asyncpg", "psycopg", "psycopg-pool")
     print(
         f"pgrouter instructions benchmark — Python {platform.python_version()}, "
-        f"PostgreSQL {server}, {valgrind_version(valgrind)}\n{versions()}\n"
+        f"PostgreSQL {server}, {valgrind_version(valgrind)}\n{versions}\n"
         f"pool min=max={POOL_SIZE} per host; instr/op = (Ir of {args.ops} ops - Ir of "
         f"{args.ops // 5} ops) / {args.ops - args.ops // 5}, client process only, "
         "counted by callgrind.\n"
