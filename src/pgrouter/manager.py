@@ -200,18 +200,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         return self.acquire_replica(fallback_master, master_as_replica_weight, timeout, **kwargs)
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
-        if self._closing:
-            self._raise_if_closed()
-        # Nothing runs until the context is awaited or entered (acquire.py).
-        acquire = functools.partial(
-            self._acquire,
-            False,
-            False,
-            0.0,
-            self._acquire_timeout if timeout is None else timeout,
-            kwargs,
-        )
-        return AcquireContext(acquire, self._give_back)
+        return self._request(False, False, 0.0, timeout, kwargs)
 
     def acquire_replica(
         self,
@@ -220,16 +209,33 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
-        if self._closing:
-            self._raise_if_closed()
         if master_as_replica_weight is None:
             master_as_replica_weight = self._master_as_replica_weight
         else:
             _check_weight(master_as_replica_weight)
-        acquire = functools.partial(
-            self._acquire,
+        return self._request(
             True,
             self._fallback_master if fallback_master is None else fallback_master,
+            master_as_replica_weight,
+            timeout,
+            kwargs,
+        )
+
+    def _request(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+        timeout: float | None,
+        kwargs: dict[str, Any],
+    ) -> AcquireContext[ConnT]:
+        """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
+        if self._closing:
+            self._raise_if_closed()
+        acquire = functools.partial(
+            self._acquire,
+            read_only,
+            fallback_master,
             master_as_replica_weight,
             self._acquire_timeout if timeout is None else timeout,
             kwargs,
@@ -256,12 +262,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 self._raise_if_closed()
             # 1. A host: the balancer's pick on the current snapshot, or the
             #    first later snapshot that has one.
-            host = self._balancer.pick(
-                self._board.current,
-                read_only=read_only,
-                fallback_master=fallback_master,
-                master_as_replica_weight=master_as_replica_weight,
-                free_size=self._free_size_of_host,
+            host = self._pick(
+                self._board.current, read_only, fallback_master, master_as_replica_weight
             )
             if host is None:
                 try:
@@ -347,14 +349,24 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         master_as_replica_weight: float,
     ) -> bool:
         """True when the balancer would pick a host on ``snapshot`` for this request."""
-        host = self._balancer.pick(
+        host = self._pick(snapshot, read_only, fallback_master, master_as_replica_weight)
+        return host is not None
+
+    def _pick(
+        self,
+        snapshot: TopologySnapshot,
+        read_only: bool,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+    ) -> HostState | None:
+        """The balancer's pick for this request on ``snapshot``, ``None`` if no host fits."""
+        return self._balancer.pick(
             snapshot,
             read_only=read_only,
             fallback_master=fallback_master,
             master_as_replica_weight=master_as_replica_weight,
             free_size=self._free_size_of_host,
         )
-        return host is not None
 
     async def _wait_on_full_pool(
         self,
@@ -504,12 +516,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     ) -> PoolT | None:
         """The pool the balancer would pick now, or ``None`` (does not wait)."""
         self._start()
-        host = self._balancer.pick(
+        host = self._pick(
             self._board.current,
-            read_only=read_only,
-            fallback_master=self._fallback_master if fallback_master is None else fallback_master,
-            master_as_replica_weight=(master_as_replica_weight or 0.0) if read_only else 0.0,
-            free_size=self._free_size_of_host,
+            read_only,
+            self._fallback_master if fallback_master is None else fallback_master,
+            (master_as_replica_weight or 0.0) if read_only else 0.0,
         )
         return None if host is None else self._checkers[host.index].pool
 
