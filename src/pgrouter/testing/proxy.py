@@ -204,6 +204,14 @@ class FaultProxy:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        # Whatever is still running (a pump stuck on a blackholed link, say) ends
+        # here, while the loop still runs: a task left for the garbage collector
+        # would run its clean-up on a closed loop.
+        stragglers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in stragglers:
+            task.cancel()
+        if stragglers:
+            await asyncio.wait(stragglers, timeout=1.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._mode is ProxyMode.RESET:
