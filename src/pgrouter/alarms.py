@@ -82,10 +82,6 @@ class AlarmClock:
             self._set_timer(when)
         return alarm
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> Alarm:
-        loop = self._loop or asyncio.get_running_loop()
-        return self.call_at(loop.time() + delay, callback)
-
     def timeout_at(self, when: float) -> Deadline:
         """``with clock.timeout_at(when):`` as ``asyncio.timeout_at(when)``, on this clock."""
         return Deadline(self, when)

@@ -704,9 +704,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if self._borrowed or self._releases_in_flight:
             await self._all_returned.wait()
         await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
-        self._alarms.close()
-        if self._release_bound is not None:
-            self._release_bound.close()
+        self._drop_timers()
         self._closed = True
 
     async def terminate(self) -> None:
@@ -719,11 +717,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             return_exceptions=True,
         )
         await asyncio.gather(*(checker.close_pools(terminate=True) for checker in self._checkers))
+        self._drop_timers()
+        self._all_returned.set()
+        self._closed = True
+
+    def _drop_timers(self) -> None:
+        """The acquire deadlines and release bounds go once the pools are closed."""
         self._alarms.close()
         if self._release_bound is not None:
             self._release_bound.close()
-        self._all_returned.set()
-        self._closed = True
 
     async def _stop_checkers(self) -> None:
         await self._primary_watch.stop()
