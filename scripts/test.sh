@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command of README.md: set-up, then lint, type check and the whole suite
+# The test command of README.md: set-up, then lint, type check, the install of every
+# extra from a built wheel (scripts/check_extras.sh) and the whole suite
 # (unit tests and integration tests against real local PostgreSQL clusters), then the
 # driver-conformance suite again for aiopg.sa and asyncpgsa in their own environment.
 set -euo pipefail
@@ -7,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 python3 -m ruff check src tests bench
 python3 -m mypy
+# Each driver extra, installed from a built wheel into a clean environment.
+bash scripts/check_extras.sh
 python3 -m pytest -q "$@"
 # The driver-conformance suite for the drivers that need SQLAlchemy < 1.5, in the
 # legacy environment that scripts/setup.sh made (.venv-legacy).
