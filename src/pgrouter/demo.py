@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cli import DRIVER_MODULES, format_topology, load_manager_class
+from .cli import DRIVER_MODULES, load_manager_class
+from .status_report import format_topology
 from .testing import LocalCluster, Node
 from .topology import HostState, TopologySnapshot
 
