@@ -1,6 +1,7 @@
 """The object ``acquire()`` returns: an async context manager that is also awaitable.
 
-``async with pm.acquire() as conn`` releases on exit; ``conn = await
+``async with pm.acquire() as conn`` releases on exit, after the driver ended
+the block's work (psycopg commits, or rolls back on an error); ``conn = await
 pm.acquire()`` leaves the release to the caller (``await pm.release(conn)``).
 Nothing runs until the object is awaited or entered, so an acquire that is
 created but never used costs nothing and leaks nothing.
@@ -18,9 +19,11 @@ from typing import Any, Generic, TypeVar
 
 ConnT = TypeVar("ConnT")
 
-#: Release callback: the connection (``None`` if there is none), and the error
-#: that ended the ``async with`` body.
-Release = Callable[[Any, "BaseException | None"], Awaitable[None]]
+#: Release callback: the connection (``None`` if there is none), the error
+#: that ended the ``async with`` body, and True: the end of a block, where a
+#: driver may commit (an explicit ``release()`` passes False: it cannot know
+#: whether the work it ends succeeded).
+Release = Callable[[Any, "BaseException | None", bool], Awaitable[None]]
 
 
 class AcquireContext(Generic[ConnT]):
@@ -59,4 +62,4 @@ class AcquireContext(Generic[ConnT]):
         traceback: TracebackType | None,
     ) -> Awaitable[None]:
         connection, self.connection = self.connection, None
-        return self._release(connection, exc)
+        return self._release(connection, exc, True)

@@ -82,8 +82,11 @@ class AlarmClock:
             self._set_timer(when)
         return alarm
 
-    def timeout_at(self, when: float) -> Deadline:
-        """``with clock.timeout_at(when):`` as ``asyncio.timeout_at(when)``, on this clock."""
+    def timeout_at(self, when: float | None) -> Deadline:
+        """``with clock.timeout_at(when):`` as ``asyncio.timeout_at(when)``, on this clock.
+
+        ``None``: no deadline, but the wait can still be tripped (:meth:`Deadline.trip`).
+        """
         return Deadline(self, when)
 
     def close(self) -> None:
@@ -126,6 +129,10 @@ class AlarmClock:
                 return
 
 
+class HostLeft(Exception):
+    """A :class:`Deadline` was tripped: the host the task waited on left the rotation."""
+
+
 class Deadline:
     """Cancels the current task at ``when``; the cancellation leaves the block as a timeout.
 
@@ -133,17 +140,23 @@ class Deadline:
     (the builtin ``TimeoutError`` on 3.11+) replaces the ``CancelledError``
     the deadline caused, and a cancellation from outside still propagates as
     a cancellation, also when both happen at once.
+
+    :meth:`trip` ends the wait early, for another reason than time: the
+    block then ends with :class:`HostLeft`. ``when=None`` is a wait with no
+    deadline of its own that can still be tripped.
     """
 
-    __slots__ = ("_alarm", "_cancelling", "_clock", "_task", "_when")
+    __slots__ = ("_alarm", "_cancelling", "_clock", "_fired", "_task", "_tripped", "_when")
 
-    def __init__(self, clock: AlarmClock, when: float) -> None:
+    def __init__(self, clock: AlarmClock, when: float | None) -> None:
         self._clock = clock
         self._when = when
+        self._tripped = False
+        self._fired = False
 
     @property
     def expired(self) -> bool:
-        return self._alarm.rang
+        return self._alarm is not None and self._alarm.rang
 
     def __enter__(self) -> Deadline:
         task = asyncio.current_task()
@@ -155,8 +168,23 @@ class Deadline:
         self._cancelling = 0
         if sys.version_info >= (3, 11):
             self._cancelling = task.cancelling()
-        self._alarm = self._clock.call_at(self._when, task.cancel)
+        self._alarm: Alarm | None = (
+            None if self._when is None else self._clock.call_at(self._when, self._ring)
+        )
         return self
+
+    def _ring(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def trip(self) -> None:
+        """End the wait now with :class:`HostLeft` (nothing if it already ended)."""
+        if self._fired:
+            return
+        if self._alarm is not None:
+            self._alarm.disarm()
+        self._fired = self._tripped = True
+        self._task.cancel()
 
     def __exit__(
         self,
@@ -164,14 +192,16 @@ class Deadline:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        alarm = self._alarm
-        if not alarm.rang:
-            alarm.disarm()
+        if not self._fired:
+            if self._alarm is not None:
+                self._alarm.disarm()
             return
         if sys.version_info >= (3, 11) and self._task.uncancel() > self._cancelling:
             return  # cancelled from outside too: that cancellation goes on
         if exc_type is asyncio.CancelledError:
+            if self._tripped:
+                raise HostLeft from exc
             raise asyncio.TimeoutError from exc
 
 
-__all__ = ["Alarm", "AlarmClock", "Deadline"]
+__all__ = ["Alarm", "AlarmClock", "Deadline", "HostLeft"]

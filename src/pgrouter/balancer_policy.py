@@ -47,6 +47,23 @@ def eligible_hosts(
     return primaries if fallback_master else []
 
 
+def has_eligible_host(
+    snapshot: TopologySnapshot,
+    *,
+    read_only: bool,
+    fallback_master: bool,
+    master_as_replica_weight: float,
+) -> bool:
+    """True when :func:`eligible_hosts` can give this request a host on ``snapshot``.
+
+    The same rules without the coin toss: what a waiting request is woken
+    for. (A read that may go to the primary by chance is woken by a primary.)
+    """
+    if snapshot.primaries and (not read_only or fallback_master or master_as_replica_weight > 0):
+        return True
+    return read_only and bool(snapshot.replicas)
+
+
 class AbstractBalancerPolicy(abc.ABC):
     """Picks one host among the eligible ones. Subclass and write :meth:`choose`."""
 

@@ -22,6 +22,7 @@ import logging
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Generic
 
 from .bounded import abandon, stop_task, wait_bounded, wait_event
@@ -63,6 +64,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         refresh_timeout: float,
         stopwatch_window_size: int,
         primary_heartbeat: float | None = None,
+        busy: Callable[[], bool] = lambda: True,
     ) -> None:
         self.index = index
         self.dsn = dsn
@@ -72,6 +74,11 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._pool_kwargs = pool_kwargs
         self._refresh_delay = refresh_delay
         self._primary_heartbeat = primary_heartbeat
+        # True while the caller has connections to this host in use: only then
+        # does the primary's heartbeat run (an idle manager probes each host
+        # once per refresh_delay).
+        self._busy = busy
+        self._idle_sleep = False  # sleeping refresh_delay as an idle primary
         self._refresh_timeout = refresh_timeout
         self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
         self._probe_connection: Any = None
@@ -102,6 +109,17 @@ class HostChecker(Generic[PoolT, ConnT]):
         """Run the next check now instead of at the next tick."""
         self._wake.set()
 
+    def work_started(self) -> None:
+        """A connection to this host was just handed out, and none was before.
+
+        A primary that slept as idle (refresh_delay) is checked now and then
+        on its heartbeat, so a freeze under the new work is seen in time.
+        Costs nothing unless the checker sleeps as an idle primary.
+        """
+        if self._idle_sleep:
+            self._idle_sleep = False
+            self._wake.set()
+
     def owns(self, pool: object) -> bool:
         return pool is self.pool or any(pool is old for old in self._retired_pools)
 
@@ -125,12 +143,15 @@ class HostChecker(Generic[PoolT, ConnT]):
             except Exception:  # a bug must not end the checks of this host
                 logger.exception("pgrouter: check of %s crashed", self.dsn.address)
             await wait_event(self._wake, self._next_check_delay())
+            self._idle_sleep = False
 
     def _next_check_delay(self) -> float:
         if self._primary_heartbeat is not None:
             snapshot = self._board.current
             if snapshot.is_primary(snapshot.hosts[self.index]):
-                return min(self._refresh_delay, self._primary_heartbeat)
+                if self._busy():
+                    return min(self._refresh_delay, self._primary_heartbeat)
+                self._idle_sleep = True
         return self._refresh_delay
 
     async def check_once(self) -> HostState:
@@ -250,6 +271,29 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._closing_tasks.add(task := asyncio.create_task(close_when_returned()))
         task.add_done_callback(self._closing_tasks.discard)
 
+    def cut_pools(self) -> None:
+        """Terminate every pool of this host now (a superseded primary): no waiting
+        for borrowed connections, whose sockets the manager has cut already.
+
+        The next healthy check opens a fresh pool, which routing leaves
+        unused for as long as the host stays fenced or superseded.
+        """
+        pools = self.all_pools()
+        self.pool, self._retired_pools, self._pool_is_stale = None, [], False
+        for pool in pools:
+            self._retired_pools.append(pool)
+            self._closing_tasks.add(task := asyncio.create_task(self._terminate(pool)))
+            task.add_done_callback(self._closing_tasks.discard)
+
+    async def _terminate(self, pool: PoolT) -> None:
+        try:
+            await self._driver.terminate_pool(pool)
+        except Exception as error:  # it was being cut anyway
+            logger.debug("pgrouter: cutting a pool of %s: %s", self.dsn.address, error)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._retired_pools.remove(pool)
+
     async def close_pools(self, terminate: bool) -> None:
         pools = self.all_pools()
         self.pool, self._retired_pools = None, []
@@ -290,6 +334,7 @@ class HostChecker(Generic[PoolT, ConnT]):
             wal_lsn=result.wal_lsn,
             timeline=result.timeline,
             server_started_at=result.server_started_at,
+            system_identifier=result.system_identifier,
             last_error=None,
             checked_at=time.monotonic(),
             check_count=previous.check_count + 1,

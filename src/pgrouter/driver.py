@@ -14,20 +14,26 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .dsn import HostDsn
+from .sockets import cut_socket
 
 PoolT = TypeVar("PoolT")
 ConnT = TypeVar("ConnT")
 
-#: One round trip tells role, WAL position, timeline (of a primary) and when the
-#: server started: a changed start time means every pooled connection is dead;
-#: the timeline settles which of two primaries is the newer (split brain).
+#: One round trip tells role, WAL position, timeline and when the server started:
+#: a changed start time means every pooled connection is dead; the timeline
+#: settles which of two primaries is the newer (split brain); the system
+#: identifier and start time together name the server, so one server listed
+#: under two names (``localhost`` and ``127.0.0.1``) is seen as one server.
+#: A replica's timeline is the one its WAL receiver streams, visible only to
+#: roles with ``pg_read_all_stats`` (NULL otherwise: unknown, not an error).
 PROBE_QUERY = (
     "SELECT pg_is_in_recovery(), "
     "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
     "ELSE pg_current_wal_lsn() END)::text, "
-    "CASE WHEN pg_is_in_recovery() THEN NULL "
+    "CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
     "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
-    "extract(epoch from pg_postmaster_start_time())::float8"
+    "extract(epoch from pg_postmaster_start_time())::float8, "
+    "(SELECT system_identifier FROM pg_control_system())"
 )
 
 
@@ -37,8 +43,9 @@ class ProbeResult:
 
     in_recovery: bool
     wal_lsn: int | None
-    timeline: int | None = None  # primaries only
+    timeline: int | None = None  # a replica's only when its role may see its WAL receiver
     server_started_at: float | None = None  # epoch seconds
+    system_identifier: int | None = None  # the cluster's, shared by its replicas
 
 
 def parse_lsn(text: str | None) -> int | None:
@@ -51,12 +58,13 @@ def parse_lsn(text: str | None) -> int | None:
 
 def probe_result(row: tuple[Any, ...] | Any) -> ProbeResult:
     """Build the result from the probe's row, as any driver returns it."""
-    in_recovery, lsn, timeline, started = row[0], row[1], row[2], row[3]
+    in_recovery, lsn, timeline, started, system_id = row[0], row[1], row[2], row[3], row[4]
     return ProbeResult(
         in_recovery=bool(in_recovery),
         wal_lsn=parse_lsn(lsn),
         timeline=None if timeline is None else int(timeline),
         server_started_at=None if started is None else float(started),
+        system_identifier=None if system_id is None else int(system_id),
     )
 
 
@@ -106,6 +114,19 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> Awaitable[None]:
         """Give a connection back to the pool it came from (any awaitable, as :meth:`acquire`)."""
 
+    def end_of_use(self, connection: ConnT, error: BaseException | None) -> Awaitable[None] | None:
+        """What the end of ``async with pm.acquire() as connection`` must do first, if anything.
+
+        ``error`` ended the block, or ``None`` for a clean exit. Returns the
+        awaitable to run before the release, or ``None`` when there is nothing
+        to do (the default: autocommit drivers, and pools that reset on
+        release), so those drivers pay one call and no coroutine. An
+        explicit ``release()`` skips this: it cannot know whether the work
+        it ends succeeded. An error the awaitable raises reaches the caller
+        (the connection still goes back to its pool).
+        """
+        return None
+
     @abc.abstractmethod
     async def close_pool(self, pool: PoolT) -> None:
         """Close gracefully: connections in use close as they come back."""
@@ -119,12 +140,22 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         """Close a borrowed connection now, without returning it (``terminate()``)."""
 
     def abort(self, connection: ConnT) -> None:
-        """Close a connection now, without a round trip; a no-op once it is back in its pool.
+        """Cut a borrowed connection now, without a round trip, even while a query waits on it.
 
-        Ends a release stuck past :attr:`release_timeout`; the pool then takes
-        the connection back as broken. Needed only where that is set.
+        Ends a release stuck past :attr:`release_timeout`, the work of a
+        superseded primary, and the release of a connection to a host that is
+        down: the task waiting on it gets the driver's connection error at
+        once, and the pool takes it back as broken. A no-op once the
+        connection is back in its pool. The default cuts the socket that
+        :meth:`socket_of` names (:func:`pgrouter.sockets.cut_socket`).
         """
-        raise NotImplementedError(f"{self.name} sets no release_timeout")
+        fd = self.socket_of(connection)
+        if fd is not None:
+            cut_socket(fd)
+
+    def socket_of(self, connection: ConnT) -> int | None:
+        """The file descriptor of the connection's socket, ``None`` if closed or unknown."""
+        return None
 
     @abc.abstractmethod
     def free_size(self, pool: PoolT) -> int:

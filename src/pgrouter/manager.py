@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Generic
 
 from .acquire import AcquireContext
-from .alarms import AlarmClock
-from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy
+from .alarms import AlarmClock, Deadline, HostLeft
+from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
@@ -29,7 +29,7 @@ from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError
 from .primary_watch import PrimaryWatch
 from .release_bound import ReleaseBound
-from .topology import HostState, TopologyBoard, TopologySnapshot
+from .topology import HostRole, HostState, TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
 
@@ -41,8 +41,8 @@ DEFAULT_STOPWATCH_WINDOW_SIZE = 128
 #: tiny query on the check connection, so a frozen primary is suspected within
 #: a fraction of a second. None turns it off.
 DEFAULT_PRIMARY_HEARTBEAT = 0.1
-#: An acquire waiting on a host's full pool looks at the topology this often, and
-#: checks that host at once when nothing came back to the pool meanwhile.
+#: A host whose full pool has acquires queued on it and took nothing back for
+#: this long is checked at once (its connections may be stuck on a frozen server).
 STALL_DELAY = 0.1
 
 
@@ -83,6 +83,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._master_as_replica_weight = master_as_replica_weight
         self._balancer = balancer_policy() if isinstance(balancer_policy, type) else balancer_policy
         self._board = TopologyBoard(self._hosts)
+        # Per host index: connections handed out and not yet given back. The
+        # primary's heartbeat runs only while it has some (idle costs nothing).
+        self._in_use = [0] * len(self._hosts)
         self._checkers: list[HostChecker[PoolT, ConnT]] = [
             HostChecker(
                 index=index,
@@ -94,6 +97,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 refresh_timeout=refresh_timeout,
                 stopwatch_window_size=stopwatch_window_size,
                 primary_heartbeat=primary_heartbeat if event_driven_checks else None,
+                busy=functools.partial(_is_busy, self._in_use, index),
             )
             for index, host in enumerate(self._hosts)
         ]
@@ -109,6 +113,22 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # Per host index: our acquires queued on its full pool. The greedy
         # balancer sends the next one to the shortest queue.
         self._queued = [0] * len(self._hosts)
+        # Per host index: connections given back, so a stalled pool can be told
+        # from a busy one by one timer per host (see _watch_stall).
+        self._returned = [0] * len(self._hosts)
+        self._stall_timers: list[asyncio.TimerHandle | None] = [None] * len(self._hosts)
+        # Per host index: the waits queued on its full pool, by the role the
+        # host had when they chose it; tripped when it stops serving that role.
+        self._parked: list[dict[HostRole, set[Deadline]]] = [{} for _ in self._hosts]
+        # Python 3.11+: a wait on a full pool is one wait, ended early by a trip
+        # (Task.uncancel() tells a trip from an outside cancellation). 3.10:
+        # slices of STALL_DELAY, between which the host's state is read.
+        self._trip_waits = sys.version_info >= (3, 11)
+        # Hosts down, fenced or superseded: a connection of theirs given back
+        # is cut, not reset through a socket that may never answer.
+        self._unusable: frozenset[int] = frozenset()
+        self._board.listen(self._on_topology)
+        self._background: set[asyncio.Future[None]] = set()
         self._releases_in_flight = 0
         # Deadlines of acquires waiting on a full pool, on one loop timer
         # rather than one each (see alarms.py), where the driver's acquire may
@@ -116,12 +136,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # cancellation from outside at the deadline would pass for a timeout.
         self._alarms = AlarmClock()
         self._deadlines_on_alarms = driver.acquire_cancels_cleanly and sys.version_info >= (3, 11)
-        # Releases that may hang on the server are aborted past the driver's bound.
-        self._release_bound = (
-            None
-            if driver.release_timeout is None
-            else ReleaseBound(driver.release_timeout, driver.abort)
-        )
+        # Releases running now, by host: aborted past the driver's bound (a
+        # release that may hang on the server), and at once when their host is
+        # declared down, fenced or superseded.
+        self._releasing = ReleaseBound(driver.release_timeout, driver.abort)
         # Set once closing and nothing is borrowed or on its way back; close()
         # waits on it. (Only while closing: acquires and releases stay free of it.)
         self._all_returned = asyncio.Event()
@@ -269,12 +287,13 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 try:
                     await self._board.wait_for(
                         functools.partial(
-                            self._has_host_for,
+                            has_eligible_host,
                             read_only=read_only,
                             fallback_master=fallback_master,
                             master_as_replica_weight=master_as_replica_weight,
                         ),
                         deadline - loop.time(),
+                        room=(read_only, fallback_master, master_as_replica_weight > 0),
                     )
                 except asyncio.TimeoutError:
                     raise self._no_host_error(
@@ -288,25 +307,29 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 continue
 
             # 2. A connection from that host's pool: at once when one is free,
-            #    else waiting in slices while the host stays usable.
+            #    else waiting, parked on the host, for as long as it stays usable.
             connection: ConnT | None
             try:
                 free = self._driver.free_size(pool) > 0
-                if self._deadlines_on_alarms:
+                if self._trip_waits:
                     # A free connection is taken here and now, without a wait,
-                    # and so without a deadline to pay for.
-                    acquiring = self._driver.acquire(pool, None, **kwargs)
+                    # and so without a deadline to pay for. A deadline on the
+                    # alarm clock where the driver allows it, else the driver's.
+                    on_alarms = self._deadlines_on_alarms
+                    acquiring = self._driver.acquire(
+                        pool, None if on_alarms else max(deadline - loop.time(), 0), **kwargs
+                    )
                     waiting, connection = start(acquiring) if free else (acquiring, None)
                     if waiting is not None:
-                        connection = await self._wait_on_full_pool(
-                            pool, host, deadline, kwargs, waiting
+                        connection = await self._wait_parked(
+                            host, deadline if on_alarms else None, waiting
                         )
                 elif free:
                     connection = await self._driver.acquire(
                         pool, max(deadline - loop.time(), 0), **kwargs
                     )
                 else:
-                    connection = await self._wait_on_full_pool(pool, host, deadline, kwargs, None)
+                    connection = await self._wait_in_slices(pool, host, deadline, kwargs)
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
                 raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
@@ -331,26 +354,26 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if connection is None:
                 failures[host.index] = "left the rotation while we waited for its pool"
                 continue
+            if pool is not self._checkers[host.index].pool:
+                # The pool was cut (its host superseded) or replaced while the
+                # driver was still handing this over, say from a connect that
+                # a frozen server finished at its thaw: never let it be used.
+                failures[host.index] = "its pool was cut while we waited for it"
+                self._driver.abort(connection)
+                self._in_background(self._return_to_pool(connection, pool, {}, host.index))
+                continue
 
             # 3. Recorded with its pool, so it goes back there whatever the host
             #    becomes. No await between the driver handing it over and this
             #    record: a cancellation cannot fall between them and leak it.
-            self._borrowed[id(connection)] = (connection, pool, host.index)
+            index = host.index
+            self._borrowed[id(connection)] = (connection, pool, index)
             if context is not None:
                 context.connection = connection
+            self._in_use[index] += 1
+            if self._in_use[index] == 1:
+                self._checkers[index].work_started()
             return connection
-
-    def _has_host_for(
-        self,
-        snapshot: TopologySnapshot,
-        *,
-        read_only: bool,
-        fallback_master: bool,
-        master_as_replica_weight: float,
-    ) -> bool:
-        """True when the balancer would pick a host on ``snapshot`` for this request."""
-        host = self._pick(snapshot, read_only, fallback_master, master_as_replica_weight)
-        return host is not None
 
     def _pick(
         self,
@@ -368,51 +391,126 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             free_size=self._free_size_of_host,
         )
 
-    async def _wait_on_full_pool(
-        self,
-        pool: PoolT,
-        host: HostState,
-        deadline: float,
-        kwargs: dict[str, Any],
-        waiting: Awaitable[ConnT] | None,
+    async def _wait_parked(
+        self, host: HostState, deadline: float | None, waiting: Awaitable[ConnT]
     ) -> ConnT | None:
-        """A connection from ``host``'s full pool, or ``None`` if the host stops being usable first.
+        """The rest of an acquire from ``host``'s pool that had to wait, or ``None`` if the
+        host stops serving its role first.
 
-        We could wait the whole timeout in that pool's queue, so we wait in
-        slices of :data:`STALL_DELAY`: between slices, a host that died,
-        changed role or was fenced sends the caller to route again (instead of
-        timing out on a dead primary), and a host whose full pool is stalled is
-        checked at once (its connections may be stuck on a frozen server).
-        Slices, rather than racing the acquire against the snapshots in two
-        tasks, keep the common contended case as cheap as the driver's own
-        acquire.
+        One wait for the whole timeout: nothing runs per waiter while it
+        waits. What could end it early arrives as an event. A snapshot showing
+        the host down, in another role, fenced or superseded trips the waits
+        parked on it (:meth:`_on_topology`), and they route again instead of
+        timing out on a dead primary. A full pool that takes nothing back for
+        :data:`STALL_DELAY` gets its host checked at once, by one timer per
+        host however many wait (:meth:`_watch_stall`).
 
-        ``waiting`` is the driver's acquire, already started and waiting, when
-        the driver's acquire may be cancelled anywhere: its slices then end by
-        the manager's alarm clock, one loop timer for every waiting acquire
-        instead of one each. ``None``: the driver bounds each slice itself.
+        ``waiting`` is the driver's acquire, started and suspended. ``deadline``
+        is set when the driver's acquire may be cancelled anywhere: the wait
+        then ends by the manager's alarm clock, one loop timer for every
+        waiting acquire instead of one each. ``None``: the driver was given
+        the timeout, and only a trip ends the wait early.
+        """
+        index = host.index
+        self._queued[index] += 1
+        if self._stall_timers[index] is None:
+            self._watch_stall(index)
+        parked = self._parked[index].setdefault(host.role, set())
+        wait = self._alarms.timeout_at(deadline)
+        parked.add(wait)
+        try:
+            with wait:
+                return await waiting
+        except HostLeft:
+            return None
+        finally:
+            parked.discard(wait)
+            self._queued[index] -= 1
+
+    async def _wait_in_slices(
+        self, pool: PoolT, host: HostState, deadline: float, kwargs: dict[str, Any]
+    ) -> ConnT | None:
+        """Python 3.10's wait on a full pool: slices of STALL_DELAY, the host read between.
+
+        (Without ``Task.uncancel()`` a trip could swallow a cancellation from outside.)
         """
         loop = asyncio.get_running_loop()
-        self._queued[host.index] += 1
+        index = host.index
+        self._queued[index] += 1
+        if self._stall_timers[index] is None:
+            self._watch_stall(index)
         try:
             while True:
                 now = loop.time()
                 slice_end = min(deadline, now + STALL_DELAY)
                 try:
-                    if waiting is None:
-                        return await self._driver.acquire(pool, max(slice_end - now, 0), **kwargs)
-                    with self._alarms.timeout_at(slice_end):
-                        return await waiting
+                    return await self._driver.acquire(pool, max(slice_end - now, 0), **kwargs)
                 except asyncio.TimeoutError:
                     if slice_end >= deadline:
                         raise
                 if _no_longer_usable(host, self._board.current):
                     return None
-                self._check_now(host.index)
-                if waiting is not None:
-                    waiting = self._driver.acquire(pool, None, **kwargs)
         finally:
-            self._queued[host.index] -= 1
+            self._queued[index] -= 1
+
+    def _watch_stall(self, index: int) -> None:
+        """Check the host in :data:`STALL_DELAY` if its pool takes nothing back meanwhile."""
+        self._stall_timers[index] = asyncio.get_running_loop().call_later(
+            STALL_DELAY, self._stall_due, index, self._returned[index]
+        )
+
+    def _stall_due(self, index: int, returned: int) -> None:
+        """One host's stall watch: acquires still queued, and nothing came back?"""
+        self._stall_timers[index] = None
+        if not self._queued[index] or self._closed:
+            return
+        if self._returned[index] == returned:
+            self._check_now(index)
+        self._watch_stall(index)
+
+    def _on_topology(self, old: TopologySnapshot, new: TopologySnapshot) -> None:
+        """React, in the instant a snapshot is published, to what it changed for our pools.
+
+        - A host that newly lost the writes (superseded) or is fenced has every
+          connection cut at the socket, borrowed ones too: a caller whose
+          write was in flight on it gets a connection error now, and that
+          server can acknowledge nothing more, even if it wakes up later.
+        - Waits parked on a host that no longer serves their role are tripped.
+        - Connections of unusable hosts are cut when given back (_give_back).
+        """
+        for index in new.unusable - old.unusable:
+            self._releasing.abort_host(index)
+        cut_before = old.superseded.union(host.index for host in old.fenced)
+        for index in new.superseded.union(host.index for host in new.fenced) - cut_before:
+            self._cut_host(index, new)
+        self._unusable = new.unusable
+        for index, parked in enumerate(self._parked):
+            for role, waits in parked.items():
+                if waits and not _serves(new, index, role):
+                    for wait in list(waits):
+                        wait.trip()
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        """Run ``work`` on its own, held until it ends (a late connection's release)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _cut_host(self, index: int, snapshot: TopologySnapshot) -> None:
+        """Cut every connection to a superseded or fenced host, borrowed and idle."""
+        borrowed = [record[0] for record in self._borrowed.values() if record[2] == index]
+        logger.warning(
+            "pgrouter: %s: cutting its connections (%d in use): %s",
+            self._hosts[index].address,
+            len(borrowed),
+            snapshot.describe_host(snapshot.hosts[index]),
+        )
+        for connection in borrowed:
+            try:
+                self._driver.abort(connection)
+            except Exception as error:  # already closed, or a driver quirk: keep cutting
+                logger.debug("pgrouter: aborting a connection failed: %r", error)
+        self._checkers[index].cut_pools()
 
     def _no_host_error(
         self,
@@ -449,15 +547,38 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         await self._give_back(connection, None, **kwargs)
 
     def _give_back(
-        self, connection: ConnT | None, error: BaseException | None, **kwargs: Any
+        self,
+        connection: ConnT | None,
+        error: BaseException | None,
+        block_exit: bool = False,
+        /,
+        **kwargs: Any,
     ) -> Awaitable[None]:
         """Return a borrowed connection to its pool; ``error`` ended its use, if any.
 
-        Also the exit of ``async with pm.acquire()``. A connection no longer
-        recorded (``terminate()`` closed it) is left alone. A plain function
-        that returns the release to await: the bookkeeping needs no frame of
-        its own, on a path every connection takes.
+        Also the exit of ``async with pm.acquire()`` (``block_exit``): the
+        driver's :meth:`~pgrouter.driver.Driver.end_of_use` runs first (psycopg
+        commits or rolls back). A connection no longer recorded (``terminate()``
+        closed it) is left alone. A plain function that returns the release to
+        await: the bookkeeping needs no frame of its own, on a path every
+        connection takes.
         """
+        if block_exit:
+            held = self._borrowed.get(id(connection))
+            ending = None if held is None else self._driver.end_of_use(held[0], error)
+            if ending is not None:
+                # Still recorded while it runs, so close() waits for it and
+                # terminate() can cut it; its error reaches the caller once
+                # the connection is back in its pool.
+                async def end_then_give_back() -> None:
+                    try:
+                        await ending
+                    except BaseException as ending_error:
+                        await self._give_back(connection, ending_error, False, **kwargs)
+                        raise
+                    await self._give_back(connection, error, False, **kwargs)
+
+                return end_then_give_back()
         # Forgotten before the driver can hand it to the next caller, whose
         # record would otherwise be the one deleted. (A record holds its
         # connection alive, so no other object can have the same id.)
@@ -465,32 +586,44 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if record is None:
             return _nothing()
         connection, pool, index = record
-        if (error is not None and self._driver.is_host_error(error)) or (
+        self._in_use[index] -= 1
+        self._returned[index] += 1
+        if index in self._unusable:
+            # Down, fenced or superseded: a reset would talk to a server that
+            # may never answer (or should not be listened to). Cut it; the
+            # pool takes it back as broken.
+            self._driver.abort(connection)
+        elif (error is not None and self._driver.is_host_error(error)) or (
             self._driver.is_closed(connection)
         ):
             self._check_now(index)
-        return self._release_guarded(connection, pool, kwargs)
+        return self._release_guarded(connection, pool, kwargs, index)
 
     def _release_guarded(
-        self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]
+        self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any], index: int = -1
     ) -> Awaitable[None]:
         """Return a connection to ``pool`` whatever befalls the caller meanwhile."""
         if self._driver.release_needs_shield(pool, connection):
             # A caller cancelled while releasing must not strand the connection
             # half way back: the release, and its count, finish on their own.
-            return finish_despite_cancellation(self._return_to_pool(connection, pool, kwargs))
-        return self._return_to_pool(connection, pool, kwargs)
+            return finish_despite_cancellation(
+                self._return_to_pool(connection, pool, kwargs, index)
+            )
+        return self._return_to_pool(connection, pool, kwargs, index)
 
-    async def _return_to_pool(self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any]) -> None:
+    async def _return_to_pool(
+        self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any], index: int = -1
+    ) -> None:
         """The driver's release, bounded at its ``release_timeout``, and counted until it ends.
 
         Both callers start it before they first wait, so from the moment a
         connection leaves ``_borrowed`` it is counted here, and ``close()``
-        waits for it.
+        waits for it. Recorded with its host (``index``), so it is aborted the
+        moment that host is declared down, fenced or superseded.
         """
         self._releases_in_flight += 1
-        bound = self._release_bound
-        token = -1 if bound is None else bound.begin(connection)
+        bound: ReleaseBound | None = self._releasing
+        token = self._releasing.begin(connection, index)
         try:
             await self._driver.release(pool, connection, **kwargs)
         except asyncio.CancelledError:
@@ -593,6 +726,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     ) -> None:
         """Record a connection taken from ``pool`` so ``release(connection)`` finds its pool."""
         index = self._index_of_pool(pool) if _index is None else _index
+        if id(connection) not in self._borrowed:
+            self._in_use[index] += 1
         self._borrowed[id(connection)] = (connection, pool, index)
 
     def _check_now(self, index: int) -> None:
@@ -722,10 +857,13 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._closed = True
 
     def _drop_timers(self) -> None:
-        """The acquire deadlines and release bounds go once the pools are closed."""
+        """The acquire deadlines, stall watches and release bounds go once the pools are closed."""
+        for timer in self._stall_timers:
+            if timer is not None:
+                timer.cancel()
+        self._stall_timers = [None] * len(self._hosts)
         self._alarms.close()
-        if self._release_bound is not None:
-            self._release_bound.close()
+        self._releasing.close()
 
     async def _stop_checkers(self) -> None:
         await self._primary_watch.stop()
@@ -749,9 +887,19 @@ async def _nothing() -> None:
 
 
 def _no_longer_usable(host: HostState, snapshot: TopologySnapshot) -> bool:
-    """True once ``snapshot`` shows ``host`` down, in another role, or fenced."""
-    now = snapshot.hosts[host.index]
-    return not now.healthy or now.role is not host.role or now in snapshot.fenced
+    """True once ``snapshot`` shows ``host`` down, in another role, fenced or superseded."""
+    return not _serves(snapshot, host.index, host.role)
+
+
+def _serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
+    """True while ``snapshot`` has host ``index`` healthy in ``role`` and not cut off."""
+    now = snapshot.hosts[index]
+    return now.healthy and now.role is role and index not in snapshot.unusable
+
+
+def _is_busy(in_use: list[int], index: int) -> bool:
+    """True while a connection to host ``index`` is handed out (its heartbeat runs then)."""
+    return in_use[index] > 0
 
 
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:

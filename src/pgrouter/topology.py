@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from .alarms import AlarmClock
 from .bounded import wait_event
 from .dsn import HostDsn
 
@@ -42,8 +44,11 @@ class HostState:
     latency: float | None = None  # median probe time over the stopwatch window, seconds
     last_latency: float | None = None  # the last probe alone, seconds
     wal_lsn: int | None = None  # primary: current WAL position; replica: replayed position
-    timeline: int | None = None  # a primary's current timeline (split-brain tie breaker)
+    # A primary's current timeline (split-brain tie breaker); a replica's streamed
+    # one where its role may see it (pg_read_all_stats), else None.
+    timeline: int | None = None
     server_started_at: float | None = None  # a change means the server restarted
+    system_identifier: int | None = None  # the cluster's (replicas share it)
     last_error: str | None = None  # why the last check failed (redacted), None if it passed
     checked_at: float | None = None  # time.monotonic() of the last finished check
     check_count: int = 0  # finished checks, pass or fail
@@ -51,6 +56,17 @@ class HostState:
     @property
     def address(self) -> str:
         return self.dsn.address
+
+    @property
+    def server_key(self) -> tuple[int, float] | None:
+        """Names the server behind this host: two DSN entries with one key are one server.
+
+        The system identifier alone is shared by a primary and its replicas;
+        with the postmaster's start time (microseconds) it tells servers apart.
+        """
+        if self.system_identifier is None or self.server_started_at is None:
+            return None
+        return (self.system_identifier, self.server_started_at)
 
     @property
     def claims_primary(self) -> bool:
@@ -81,14 +97,42 @@ class TopologySnapshot:
     hosts: tuple[HostState, ...]
     version: int = 0
     created_at: float = field(default_factory=time.monotonic)
+    #: The newest timeline any primary of this cluster was seen on (by this
+    #: board, over its life): a primary on an older one was superseded.
+    newest_timeline: int | None = None
+    #: Hosts that were the write target and lost it to another host (see
+    #: :class:`TopologyBoard`): their connections are cut, they get no work,
+    #: until they are seen as replicas again.
+    superseded: frozenset[int] = frozenset()
 
     def __iter__(self) -> Iterator[HostState]:
         return iter(self.hosts)
 
     @functools.cached_property
+    def aliases(self) -> dict[int, int]:
+        """Host index -> index of the earlier DSN entry naming the same server.
+
+        One server listed under two names (``localhost`` and ``127.0.0.1``, a
+        service name beside node names) is one server: the first name serves
+        it, the others get no work of their own and are no split brain.
+        """
+        first: dict[tuple[int, float], int] = {}
+        aliases: dict[int, int] = {}
+        for host in self.hosts:
+            key = host.server_key if host.healthy else None
+            if key is None:
+                continue
+            if key in first:
+                aliases[host.index] = first[key]
+            else:
+                first[key] = host.index
+        return aliases
+
+    @functools.cached_property
     def claimed_primaries(self) -> list[HostState]:
-        """Every healthy host not in recovery; more than one is a split brain."""
-        return [host for host in self.hosts if host.claims_primary]
+        """Every server (not name) healthy and not in recovery; more than one is a split brain."""
+        aliases = self.aliases
+        return [host for host in self.hosts if host.claims_primary and host.index not in aliases]
 
     @functools.cached_property
     def primaries(self) -> list[HostState]:
@@ -96,18 +140,29 @@ class TopologySnapshot:
 
         Rule when several hosts claim primary: the highest timeline wins (a
         promotion starts a new timeline, so an old primary that came back
-        without being demoted loses), then the first in DSN order. The losers
-        are fenced: no reads, no writes, until they rejoin as replicas.
+        without being demoted loses), then the first in DSN order. A claimant
+        on a timeline older than the newest one seen, or one superseded as
+        write target, never gets writes, even alone: it is an old primary
+        back from a freeze or a crash whose successor is out of sight, and
+        its writes would be lost at the next rewind. The losers are fenced:
+        no reads, no writes, until they rejoin as replicas.
         """
-        claimed = self.claimed_primaries
+        newest = self.newest_timeline
+        claimed = [
+            host
+            for host in self.claimed_primaries
+            if host.index not in self.superseded
+            and (newest is None or host.timeline is None or host.timeline >= newest)
+        ]
         if len(claimed) <= 1:
             return claimed
         return [max(claimed, key=lambda host: (host.timeline or -1, -host.index))]
 
-    @property
+    @functools.cached_property
     def fenced(self) -> list[HostState]:
-        """Hosts claiming primary that lost the split-brain rule."""
-        return [host for host in self.claimed_primaries if host not in self.primaries]
+        """Hosts claiming primary that lost the split-brain rule (or were superseded)."""
+        winners = self.primaries
+        return [host for host in self.claimed_primaries if host not in winners]
 
     @property
     def split_brain(self) -> bool:
@@ -115,7 +170,24 @@ class TopologySnapshot:
 
     @functools.cached_property
     def replicas(self) -> list[HostState]:
-        return [host for host in self.hosts if host.healthy and host.role is HostRole.REPLICA]
+        aliases = self.aliases
+        return [
+            host
+            for host in self.hosts
+            if host.healthy and host.role is HostRole.REPLICA and host.index not in aliases
+        ]
+
+    @functools.cached_property
+    def unusable(self) -> frozenset[int]:
+        """Hosts whose connections must not be reset through their socket, only cut.
+
+        Down (its last check failed), fenced, or superseded: a release that
+        talks to such a server may wait on a dead socket, or let a stale
+        primary acknowledge something.
+        """
+        fenced = {host.index for host in self.fenced}
+        down = {host.index for host in self.hosts if not host.healthy and host.check_count}
+        return frozenset(fenced | down | self.superseded)
 
     def is_primary(self, host: HostState) -> bool:
         return any(primary.index == host.index for primary in self.primaries)
@@ -133,27 +205,46 @@ class TopologySnapshot:
         if not self.is_replica(host) or host.wal_lsn is None or not primaries:
             return None
         primary_lsn = primaries[0].wal_lsn
-        if primary_lsn is None:
+        if primary_lsn is None or self.follows_another_timeline(host):
             return None
         return max(0, primary_lsn - host.wal_lsn)
+
+    def follows_another_timeline(self, host: HostState) -> bool:
+        """True when a replica is known to stream a timeline other than the primary's.
+
+        It follows a fenced or superseded host (or has not switched yet):
+        positions on two timelines are not comparable, so it has no lag.
+        Unknown (the role may not read the WAL receiver) is False.
+        """
+        primaries = self.primaries
+        if not primaries or host.role is not HostRole.REPLICA or host.timeline is None:
+            return False
+        return primaries[0].timeline is not None and host.timeline != primaries[0].timeline
 
     def describe(self) -> str:
         return "; ".join(self.describe_host(host) for host in self.hosts)
 
     def describe_host(self, host: HostState) -> str:
         line = host.describe()
-        if host in self.fenced:
-            winner = self.primaries[0]
-            line += (
-                f" FENCED (split brain: timeline {host.timeline} vs {winner.timeline}"
-                f" of {winner.address})"
-            )
+        if host.index in self.aliases:
+            line += f" (same server as {self.hosts[self.aliases[host.index]].address})"
+        elif host in self.fenced:
+            if self.primaries:
+                winner = self.primaries[0]
+                line += (
+                    f" FENCED (split brain: timeline {host.timeline} vs {winner.timeline}"
+                    f" of {winner.address})"
+                )
+            else:
+                line += (
+                    f" FENCED (superseded: timeline {host.timeline},"
+                    f" newest seen {self.newest_timeline})"
+                )
+        elif host.index in self.superseded and host.healthy:
+            line += " (superseded primary)"
+        elif self.follows_another_timeline(host):
+            line += f" (follows timeline {host.timeline}, not the primary's)"
         return line
-
-    def with_host(self, state: HostState) -> TopologySnapshot:
-        hosts = list(self.hosts)
-        hosts[state.index] = state
-        return TopologySnapshot(hosts=tuple(hosts), version=self.version + 1)
 
 
 class TopologyBoard:
@@ -164,17 +255,89 @@ class TopologyBoard:
             hosts=tuple(HostState(index=i, dsn=dsn) for i, dsn in enumerate(dsns))
         )
         self._changed = asyncio.Event()
+        # The host writes went to last (kept while no host is primary).
+        self._writer: int | None = None
+        self._listeners: list[Callable[[TopologySnapshot, TopologySnapshot], None]] = []
+        # Waiting rooms (see wait_for): room key -> (predicate, its waiters' futures),
+        # and one loop timer for all their deadlines.
+        self._rooms: dict[
+            Hashable,
+            tuple[Callable[[TopologySnapshot], bool], set[asyncio.Future[None]]],
+        ] = {}
+        self._alarms = AlarmClock()
 
     @property
     def current(self) -> TopologySnapshot:
         return self._snapshot
 
+    def listen(self, listener: Callable[[TopologySnapshot, TopologySnapshot], None]) -> None:
+        """Call ``listener(old, new)`` synchronously on every publish, before waiters wake.
+
+        For what must happen in the same instant as the change (cutting a
+        superseded primary's connections), not a loop iteration later.
+        """
+        self._listeners.append(listener)
+
     def publish(self, state: HostState) -> TopologySnapshot:
-        """Replace one host's state; wake every waiter with the new snapshot."""
-        self._snapshot = self._snapshot.with_host(state)
+        """Replace one host's state; wake every waiter with the new snapshot.
+
+        Also decides which hosts are superseded: the host writes went to
+        loses that title, for good, once another host is the write target
+        (a newer timeline won, or the writer was fenced, or it went down and
+        another became primary). A writer that is merely down or slow, with
+        no other primary in sight, is not superseded: its in-flight work may
+        still finish. A superseded host is forgiven once seen as a replica.
+        """
+        old = self._snapshot
+        hosts = list(old.hosts)
+        hosts[state.index] = state
+        newest = old.newest_timeline
+        for host in hosts:
+            if host.claims_primary and host.timeline is not None:
+                newest = host.timeline if newest is None else max(newest, host.timeline)
+        superseded = {
+            index for index in old.superseded if hosts[index].role is not HostRole.REPLICA
+        }
+        new = TopologySnapshot(
+            hosts=tuple(hosts),
+            version=old.version + 1,
+            newest_timeline=newest,
+            superseded=frozenset(superseded),
+        )
+        writer = new.primaries[0].index if new.primaries else None
+        if writer is not None and writer != self._writer:
+            previous = None if self._writer is None else hosts[self._writer]
+            if (
+                previous is not None
+                and previous.index not in superseded
+                and (
+                    previous.server_key is None
+                    or previous.server_key != new.primaries[0].server_key
+                )
+            ):
+                superseded.add(previous.index)
+                new = TopologySnapshot(
+                    hosts=new.hosts,
+                    version=new.version,
+                    newest_timeline=newest,
+                    superseded=frozenset(superseded),
+                )
+            self._writer = writer
+        self._snapshot = new
+        for listener in self._listeners:
+            listener(old, new)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return self._snapshot
+        if self._rooms:
+            # One evaluation per room, not per waiter: a room's waiters wake
+            # only on a snapshot that can serve them.
+            for key, (predicate, waiters) in list(self._rooms.items()):
+                if predicate(new):
+                    del self._rooms[key]
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        return new
 
     def update(self, index: int, **changes: object) -> TopologySnapshot:
         return self.publish(replace(self._snapshot.hosts[index], **changes))  # type: ignore[arg-type]
@@ -183,13 +346,23 @@ class TopologyBoard:
         self,
         predicate: Callable[[TopologySnapshot], bool],
         timeout: float | None,
+        *,
+        room: Hashable | None = None,
     ) -> TopologySnapshot:
         """Return the first snapshot (current or future) that satisfies ``predicate``.
 
         Raises ``asyncio.TimeoutError`` when none does within ``timeout``.
+
+        ``room``: waiters that pass the same key promise the same predicate.
+        They share one waiting room, whose predicate the board evaluates once
+        per publish, waking them only when it holds: ten thousand acquires
+        waiting for a primary cost one check per snapshot, not ten thousand.
+        Without a room, the waiter evaluates its own predicate on every snapshot.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        if room is not None:
+            return await self._wait_in_room(room, predicate, deadline)
         while True:
             # Take the event before reading the snapshot: a publish in between
             # sets this very event, so no snapshot can slip past unseen.
@@ -204,3 +377,31 @@ class TopologyBoard:
             if remaining <= 0:
                 raise asyncio.TimeoutError
             await wait_event(changed, remaining)
+
+    async def _wait_in_room(
+        self,
+        room: Hashable,
+        predicate: Callable[[TopologySnapshot], bool],
+        deadline: float | None,
+    ) -> TopologySnapshot:
+        """A future per waiter, woken by the room; one loop timer for every deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            snapshot = self._snapshot
+            if predicate(snapshot):
+                return snapshot
+            if deadline is not None and deadline <= loop.time():
+                raise asyncio.TimeoutError
+            entry = self._rooms.get(room)
+            if entry is None:
+                entry = self._rooms[room] = (predicate, set())
+            waiter = loop.create_future()
+            entry[1].add(waiter)
+            try:
+                if deadline is None or sys.version_info >= (3, 11):
+                    with self._alarms.timeout_at(deadline):
+                        await waiter
+                else:  # 3.10: no Task.uncancel(), so no alarm clock (see alarms.py)
+                    await asyncio.wait_for(waiter, deadline - loop.time())
+            finally:
+                entry[1].discard(waiter)

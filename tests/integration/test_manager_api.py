@@ -349,17 +349,26 @@ async def test_cancellation_storm_leaks_nothing(
 async def test_the_primary_gets_a_heartbeat_check(
     shared_cluster: LocalCluster, manager_cls: Any
 ) -> None:
-    """The primary is checked every primary_heartbeat, replicas every refresh_delay only."""
+    """The primary is checked every primary_heartbeat while a connection to it is in use;
+    idle, and replicas always, every refresh_delay only."""
     async with manager_cls(shared_cluster.dsn(), refresh_delay=30, primary_heartbeat=0.05) as pm:
         await pm.ready()
         before = {host.index: host.check_count for host in pm.topology}
         primary = pm.topology.primaries[0]
-        await wait_until(
-            lambda: pm.topology.hosts[primary.index].check_count >= before[primary.index] + 5,
-            what="five heartbeat checks of the primary",
-        )
+        await asyncio.sleep(0.3)  # idle: no heartbeat
+        assert pm.topology.hosts[primary.index].check_count == before[primary.index]
+        async with pm.acquire_master():
+            await wait_until(
+                lambda: pm.topology.hosts[primary.index].check_count
+                >= before[primary.index] + 5,
+                what="five heartbeat checks of the primary while a connection is in use",
+            )
         for replica in pm.topology.replicas:
             assert replica.check_count == before[replica.index]  # next one is 30 s away
+        await asyncio.sleep(0.1)  # a heartbeat check may still be under way
+        idle = pm.topology.hosts[primary.index].check_count
+        await asyncio.sleep(0.3)
+        assert pm.topology.hosts[primary.index].check_count == idle
     async with manager_cls(shared_cluster.dsn(), refresh_delay=30, primary_heartbeat=None) as pm:
         await pm.ready()
         counts = [host.check_count for host in pm.topology]

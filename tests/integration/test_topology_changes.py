@@ -180,3 +180,142 @@ async def test_frozen_primary_is_bypassed_before_its_check_times_out(
             assert await asyncio.wait_for(_write_port(pm), 6) == new_primary.port
         finally:
             await asyncio.to_thread(frozen.thaw)
+
+
+async def test_frozen_primary_thawed_after_a_promotion_acknowledges_nothing(
+    cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
+) -> None:
+    """Freeze the primary, promote a replica, thaw the old primary 1.5 s later.
+
+    Asynchronous replication and an open-loop write every 5 ms. The writes in
+    flight on the frozen primary would complete at the thaw, acknowledged by a
+    server whose timeline was superseded, and be missing on the new primary.
+    Once the promoted replica is seen, every connection to the frozen primary is
+    cut at the socket: those callers fail at once, and nothing the old primary
+    says afterwards reaches anyone. Checked: no acknowledged write is missing on
+    the new primary, and no write call outlasts the failover's detection by
+    more than 0.3 s.
+    """
+    old = cluster.primary
+    old.sql("CREATE TABLE thaw_log (id bigint PRIMARY KEY)")
+    await asyncio.to_thread(cluster.wait_replicas_caught_up)
+    loop = asyncio.get_running_loop()
+    acked: dict[int, tuple[float, int]] = {}  # id -> (loop time of the ack, port)
+    durations: list[tuple[float, float, str]] = []  # (start, seconds, outcome)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async with manager_cls(cluster.dsn(), pool_factory_kwargs=small_pools) as pm:
+        await pm.ready()
+
+        async def write(row_id: int) -> None:
+            started = loop.time()
+            outcome = "acked"
+            try:
+                async with pm.acquire_master(timeout=3) as conn:
+                    port = await asyncio.wait_for(
+                        fetchval(
+                            conn,
+                            f"INSERT INTO thaw_log VALUES ({row_id}) RETURNING inet_server_port()",
+                        ),
+                        3,
+                    )
+                acked[row_id] = (loop.time() - frozen_at, port)
+            except Exception as error:
+                outcome = type(error).__name__
+            durations.append((started, loop.time() - started, outcome))
+
+        async def open_loop(until: asyncio.Event) -> None:
+            row_id = 0
+            while not until.is_set():
+                row_id += 1
+                task = asyncio.create_task(write(row_id))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.sleep(0.005)
+
+        stop = asyncio.Event()
+        frozen_at = loop.time() + 0.5
+        writer = asyncio.create_task(open_loop(stop))
+        await asyncio.sleep(0.5)
+        frozen_at = loop.time()
+        await asyncio.to_thread(old.freeze)
+        try:
+            new = await asyncio.to_thread(cluster.failover)
+            await wait_until(
+                lambda: [h.dsn.port for h in pm.topology.primaries] == [new.port],
+                what="writes to move to the promoted replica",
+            )
+            detected = loop.time() - frozen_at
+            await asyncio.sleep(1.5)
+        finally:
+            await asyncio.to_thread(old.thaw)
+        await asyncio.sleep(1.0)  # the thawed primary answers whatever it still had
+        stop.set()
+        await writer
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=10)
+        assert pm.topology.hosts[0].index in pm.topology.superseded
+
+    present = {
+        int(row) for row in new.sql("SELECT string_agg(id::text, ',') FROM thaw_log").split(",")
+    }
+    lost = sorted(set(acked) - present)
+    assert not lost, (
+        f"{len(lost)} acknowledged writes missing on the new primary (id: seconds after the "
+        f"freeze, port; old primary {old.port}, detected at {detected:.3f} s): "
+        + ", ".join(f"{i}: {acked[i][0]:.3f} s, {acked[i][1]}" for i in lost[:10])
+    )
+    slowest = max(durations, key=lambda entry: entry[1])
+    assert slowest[1] <= detected + 0.3, (
+        f"a write call took {slowest[1]:.3f} s ({slowest[2]}); the failover was detected "
+        f"{detected:.3f} s after the freeze"
+    )
+    assert any(at > frozen_at + detected for at, _, outcome in durations if outcome == "acked")
+
+
+async def test_a_connection_given_back_to_a_frozen_host_is_cut_not_reset(
+    cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
+) -> None:
+    """Freeze the primary under three callers whose queries then time out (no promotion).
+
+    Giving their connections back must not reset them through the frozen
+    server's socket (asyncpg's reset would wait out its 10 s release bound):
+    the host is declared down within refresh_timeout, and a connection of a
+    host that is down is cut, not reset. Each caller leaves its ``async with``
+    within a second of its query's timeout (of the moment its ``wait_for`` raised).
+    """
+    frozen = cluster.primary
+    loop = asyncio.get_running_loop()
+    async with manager_cls(
+        cluster.dsn(), refresh_timeout=0.5, pool_factory_kwargs=small_pools
+    ) as pm:
+        await pm.ready()
+
+        async def caller() -> float:
+            timed_out_at = None
+            try:
+                async with pm.acquire_master() as conn:
+                    try:
+                        await asyncio.wait_for(fetchval(conn, "SELECT 1 FROM pg_sleep(0.3)"), 1.5)
+                    except asyncio.TimeoutError:
+                        timed_out_at = loop.time()
+                        raise
+            except asyncio.TimeoutError:
+                pass
+            assert timed_out_at is not None, "the query on the frozen host did not time out"
+            return loop.time() - timed_out_at
+
+        callers = [asyncio.create_task(caller()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(frozen.freeze)
+        try:
+            # psycopg's own cancellation of a query (a cancel request, then a
+            # wait for the server) takes up to 10 s on a frozen server, inside
+            # the caller's wait_for: the bound here is the caller's, not ours.
+            done, pending = await asyncio.wait(callers, timeout=15)
+            assert not pending, "a caller still waits on the frozen host 15 s after the freeze"
+            lingered = [task.result() for task in done]
+            assert max(lingered) < 1.0, f"callers left their async with {lingered} s late"
+            assert any(h.dsn.port == frozen.port and not h.healthy for h in pm.topology)
+        finally:
+            await asyncio.to_thread(frozen.thaw)

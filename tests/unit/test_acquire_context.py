@@ -12,7 +12,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.handed_out = 0
-        self.released: list[tuple[object, BaseException | None]] = []
+        self.released: list[tuple[object, BaseException | None, bool]] = []
 
     async def acquire(self, context: AcquireContext[int] | None) -> int:
         self.handed_out += 1
@@ -20,8 +20,10 @@ class Recorder:
             context.connection = self.handed_out
         return self.handed_out
 
-    async def release(self, connection: object, error: BaseException | None) -> None:
-        self.released.append((connection, error))
+    async def release(
+        self, connection: object, error: BaseException | None, block_exit: bool
+    ) -> None:
+        self.released.append((connection, error, block_exit))
 
     def context(self) -> AcquireContext[int]:
         return AcquireContext(self.acquire, self.release)
@@ -31,7 +33,7 @@ async def test_async_with_releases_the_connection_it_entered_with() -> None:
     manager = Recorder()
     async with manager.context() as first, manager.context() as second:
         assert (first, second) == (1, 2)
-    assert manager.released == [(2, None), (1, None)]
+    assert manager.released == [(2, None, True), (1, None, True)]
 
 
 async def test_the_error_that_ended_the_body_reaches_the_release() -> None:
@@ -39,8 +41,8 @@ async def test_the_error_that_ended_the_body_reaches_the_release() -> None:
     with pytest.raises(KeyError):
         async with manager.context():
             raise KeyError("boom")
-    [(connection, error)] = manager.released
-    assert connection == 1 and isinstance(error, KeyError)
+    [(connection, error, block_exit)] = manager.released
+    assert connection == 1 and isinstance(error, KeyError) and block_exit
 
 
 async def test_await_style_leaves_the_release_to_the_caller() -> None:

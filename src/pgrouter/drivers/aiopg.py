@@ -9,6 +9,7 @@ returns a connection that arrives too late to its pool.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 import aiopg
@@ -31,12 +32,18 @@ _MID_QUERY = (
 )
 
 
+#: Connections whose socket abort() cut (pgrouter.sockets): closed on release,
+#: since psycopg2 may still think them idle. Shared with aiopg.sa's driver.
+_cut: weakref.WeakSet[aiopg.Connection] = weakref.WeakSet()
+
+
 def close_if_mid_query(connection: aiopg.Connection | None) -> None:
-    """Close a connection returned in the middle of a query (its caller was cancelled)."""
+    """Close a connection returned in the middle of a query (its caller was cancelled),
+    or one whose socket was cut."""
     if (
         connection is not None
         and not connection.closed
-        and connection.raw.get_transaction_status() in _MID_QUERY
+        and (connection in _cut or connection.raw.get_transaction_status() in _MID_QUERY)
     ):
         connection.close()  # the pool drops closed connections and opens new ones
 
@@ -74,6 +81,13 @@ class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
     async def release(self, pool: aiopg.Pool, connection: aiopg.Connection, **kwargs: Any) -> None:
         close_if_mid_query(connection)
         await pool.release(connection, **kwargs)
+
+    def abort(self, connection: aiopg.Connection) -> None:
+        _cut.add(connection)
+        super().abort(connection)
+
+    def socket_of(self, connection: aiopg.Connection) -> int | None:
+        return None if connection.closed else int(connection.raw.fileno())
 
     async def close_pool(self, pool: aiopg.Pool) -> None:
         pool.close()

@@ -64,6 +64,10 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     def max_size(self, pool: Engine) -> int:
         return int(pool.maxsize or UNBOUNDED)
 
+    def abort(self, connection: SAConnection) -> None:
+        if connection.connection is not None:
+            self._plain.abort(connection.connection)
+
     def is_closed(self, connection: SAConnection) -> bool:
         return bool(connection.closed)
 

@@ -1,12 +1,21 @@
-"""psycopg 3 behind the driver seam: one ``psycopg_pool.AsyncConnectionPool`` per host."""
+"""psycopg 3 behind the driver seam: one ``psycopg_pool.AsyncConnectionPool`` per host.
+
+``async with pm.acquire() as conn`` keeps ``pool.connection()``'s contract:
+commit on a clean exit, roll back on an error. An explicit ``release()`` is
+``putconn()``: it rolls back what was left open.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.pq import TransactionStatus
 
 from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
 from ..dsn import HostDsn
@@ -27,9 +36,15 @@ CONNECTION_DEFAULTS = {
 #: the real bound on a connect is the asyncio timeout around it.
 _MIN_LIBPQ_CONNECT_TIMEOUT = 2
 
+logger = logging.getLogger("pgrouter")
+
 
 class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnection[Any]]):
     name = "psycopg"
+
+    def __init__(self) -> None:
+        # Connections whose socket abort() cut; release() closes them.
+        self._cut: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
 
     async def create_pool(
         self, dsn: HostDsn, **pool_kwargs: Any
@@ -59,7 +74,39 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
         connection: psycopg.AsyncConnection[Any],
         **kwargs: Any,
     ) -> None:
+        if connection in self._cut:
+            # Its socket was cut (pgrouter.sockets): libpq may still think it
+            # idle, and the pool would keep it. Closed, the pool drops it.
+            await connection.close()
         await pool.putconn(connection)
+
+    def abort(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._cut.add(connection)
+        super().abort(connection)
+
+    def socket_of(self, connection: psycopg.AsyncConnection[Any]) -> int | None:
+        if connection.closed:
+            return None
+        return int(connection.pgconn.socket)
+
+    def end_of_use(
+        self, connection: psycopg.AsyncConnection[Any], error: BaseException | None
+    ) -> Awaitable[None] | None:
+        # Idle (autocommit, or the caller committed): nothing left to end, and
+        # no round trip. Closed (UNKNOWN) or broken: the pool discards it.
+        # (pgconn's status, as psycopg_pool reads it: .info makes an object.)
+        status = connection.pgconn.transaction_status
+        if status == TransactionStatus.IDLE or status == TransactionStatus.UNKNOWN:
+            return None
+        if connection.broken:
+            return None
+        if status == TransactionStatus.ACTIVE:
+            # A query still runs (an unfinished stream): a commit would wait
+            # for it for ever, and the pool closes such a connection anyway.
+            return None if error is not None else _refuse_commit()
+        if error is None and status == TransactionStatus.INTRANS:
+            return connection.commit()
+        return _roll_back_quietly(connection)
 
     async def close_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         await pool.close()
@@ -101,6 +148,25 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
         return isinstance(
             error, (OSError, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
         ) and not isinstance(error, psycopg_pool.PoolTimeout)
+
+
+async def _roll_back_quietly(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Roll back after an error, without hiding that error behind the rollback's own.
+
+    As psycopg's ``pool.connection()`` does; a connection the rollback broke
+    is discarded by its pool.
+    """
+    try:
+        await connection.rollback()
+    except Exception as error:
+        logger.warning("rollback at the end of async with failed: %s", error)
+
+
+async def _refuse_commit() -> None:
+    raise psycopg.InterfaceError(
+        "async with pm.acquire() ended cleanly with a query still running on the "
+        "connection (an unfinished stream?): nothing was committed"
+    )
 
 
 def with_connection_defaults(dsn: HostDsn) -> HostDsn:

@@ -13,6 +13,7 @@ plain asyncpg connection (the dialect's own driver).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -92,6 +93,13 @@ class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnect
             return UNBOUNDED
         overflow = int(sync_pool._max_overflow)
         return UNBOUNDED if overflow < 0 else int(sync_pool.size()) + overflow
+
+    def abort(self, connection: AsyncConnection) -> None:
+        # The asyncpg connection under SQLAlchemy's adapter: terminate() drops
+        # its transport at once; the pool invalidates it when its reset fails.
+        with contextlib.suppress(Exception):  # closed or invalidated already
+            raw = connection.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
+            self._plain.abort(raw)
 
     def is_closed(self, connection: AsyncConnection) -> bool:
         return bool(connection.closed or connection.invalidated)
