@@ -11,7 +11,13 @@ from .balancer_policy import (
     RoundRobinBalancerPolicy,
 )
 from .dsn import HostDsn, redact, split_dsn
-from .errors import DsnError, NoHostAvailableError, PgRouterError, PoolManagerClosedError
+from .errors import (
+    DsnError,
+    NoHostAvailableError,
+    PgRouterError,
+    PoolManagerClosedError,
+    WrongEventLoopError,
+)
 from .manager import BasePoolManager
 from .topology import HostRole, HostState, TopologySnapshot
 
@@ -31,6 +37,7 @@ __all__ = [
     "RandomWeightedBalancerPolicy",
     "RoundRobinBalancerPolicy",
     "TopologySnapshot",
+    "WrongEventLoopError",
     "__version__",
     "redact",
     "split_dsn",

@@ -83,6 +83,9 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
         self._probe_connection: Any = None
         self._pool_is_stale = False
+        #: The driver's pool refused the caller's pool_factory_kwargs (a
+        #: TypeError): a configuration error, which ready() raises, not an outage.
+        self.config_error: Exception | None = None
         # Old pools closing in the background; they still take back the
         # connections borrowed from them before the rebuild.
         self._retired_pools: list[PoolT] = []
@@ -104,6 +107,12 @@ class HostChecker(Generic[PoolT, ConnT]):
             await stop_task(self._task)
             self._task = None
         await self._drop_probe_connection()
+
+    def abandon(self) -> None:
+        """Stop checking without waiting (the manager was dropped unclosed)."""
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     def request_check(self) -> None:
         """Run the next check now instead of at the next tick."""
@@ -177,6 +186,8 @@ class HostChecker(Generic[PoolT, ConnT]):
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if self._driver.is_config_error(error):  # a keyword its pool does not take
+                self.config_error = error
             return self._publish_failure(error, role=role)
         return self._publish_success(role, result, elapsed)
 

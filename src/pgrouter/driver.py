@@ -181,6 +181,14 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     async def close_probe(self, connection: Any) -> None:
         """Close the check connection without waiting on a dead server."""
 
+    def is_config_error(self, error: BaseException) -> bool:
+        """True when opening a pool failed on the caller's ``pool_factory_kwargs``.
+
+        Reported by ``ready()`` and the start as a ``TypeError``, not as a host
+        that is down: waiting would never fix it.
+        """
+        return isinstance(error, TypeError)
+
     def is_host_error(self, error: BaseException) -> bool:
         """True when ``error`` says the host, not the query, changed or broke.
 

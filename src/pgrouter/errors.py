@@ -25,6 +25,14 @@ class PoolManagerClosedError(PgRouterError, RuntimeError):
     """The manager was closed or terminated; no new connection is handed out."""
 
 
+class WrongEventLoopError(PgRouterError, RuntimeError):
+    """An async manager was used from an event loop other than the one it started on.
+
+    Its pools, checks and connections belong to that loop (asyncio transports
+    cannot move): one manager per event loop, created inside it.
+    """
+
+
 class NoHostAvailableError(PgRouterError, asyncio.TimeoutError):
     """No suitable host gave a connection before the acquire timeout.
 

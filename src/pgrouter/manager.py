@@ -16,17 +16,20 @@ import contextlib
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Awaitable, Sequence
 from typing import Any, Generic
 
+from . import arguments
 from .acquire import AcquireContext
 from .alarms import AlarmClock, Deadline, HostLeft
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
+from .bounded import wait_event
 from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
-from .errors import NoHostAvailableError, PoolManagerClosedError
+from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
 from .primary_watch import PrimaryWatch
 from .release_bound import ReleaseBound
 from .topology import HostRole, HostState, TopologyBoard, TopologySnapshot
@@ -44,6 +47,10 @@ DEFAULT_PRIMARY_HEARTBEAT = 0.1
 #: A host whose full pool has acquires queued on it and took nothing back for
 #: this long is checked at once (its connections may be stuck on a frozen server).
 STALL_DELAY = 0.1
+#: close() says this often (seconds) how many connections it still waits for.
+CLOSE_WARNING_INTERVAL = 5.0
+#: Acquire timeouts at or past this are no timeouts (and inf is refused).
+_FOREVER = 1e9
 
 
 class BasePoolManager(Generic[PoolT, ConnT]):
@@ -66,22 +73,27 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         event_driven_checks: bool = True,
         primary_heartbeat: float | None = DEFAULT_PRIMARY_HEARTBEAT,
     ) -> None:
-        _check_weight(master_as_replica_weight)
-        for name, value in (
-            ("acquire_timeout", acquire_timeout),
-            ("refresh_delay", refresh_delay),
-            ("refresh_timeout", refresh_timeout),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
-        self._acquire_timeout = acquire_timeout
-        self._refresh_delay = refresh_delay
-        self._refresh_timeout = refresh_timeout
-        self._fallback_master = fallback_master
-        self._master_as_replica_weight = master_as_replica_weight
-        self._balancer = balancer_policy() if isinstance(balancer_policy, type) else balancer_policy
+        self._acquire_timeout = arguments.seconds("acquire_timeout", acquire_timeout, zero=True)
+        self._refresh_delay = refresh_delay = arguments.seconds("refresh_delay", refresh_delay)
+        self._refresh_timeout = arguments.seconds("refresh_timeout", refresh_timeout)
+        self._fallback_master = arguments.flag("fallback_master", fallback_master)
+        self._master_as_replica_weight = arguments.weight(
+            "master_as_replica_weight", master_as_replica_weight
+        )
+        arguments.positive_int("stopwatch_window_size", stopwatch_window_size)
+        arguments.flag("event_driven_checks", event_driven_checks)
+        # 0 turns the heartbeat off, as None does: "check the primary every 0 s"
+        # has no meaning, and a probe loop with no pause would take a core.
+        heartbeat = arguments.optional_seconds("primary_heartbeat", primary_heartbeat, zero=True)
+        primary_heartbeat = heartbeat or None
+        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, dict):
+            raise TypeError(
+                "pool_factory_kwargs must be a dict of keywords for the driver's pool, "
+                f"got {type(pool_factory_kwargs).__name__}"
+            )
+        self._balancer = _balancer_of(balancer_policy)
         self._board = TopologyBoard(self._hosts)
         # Per host index: connections handed out and not yet given back. The
         # primary's heartbeat runs only while it has some (idle costs nothing).
@@ -144,6 +156,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # waits on it. (Only while closing: acquires and releases stay free of it.)
         self._all_returned = asyncio.Event()
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on
         self._closing = False
         self._closed = False
         with contextlib.suppress(RuntimeError):  # no running loop: start on first use
@@ -230,7 +243,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if master_as_replica_weight is None:
             master_as_replica_weight = self._master_as_replica_weight
         else:
-            _check_weight(master_as_replica_weight)
+            arguments.weight("master_as_replica_weight", master_as_replica_weight)
         return self._request(
             True,
             self._fallback_master if fallback_master is None else fallback_master,
@@ -250,12 +263,17 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
         if self._closing:
             self._raise_if_closed()
+        if timeout is None:
+            timeout = self._acquire_timeout
+        elif not (isinstance(timeout, (int, float)) and 0 <= timeout < _FOREVER):
+            # Cheap on the hot path; the full check, which names the fault, on a miss.
+            arguments.seconds("timeout", timeout, zero=True)
         acquire = functools.partial(
             self._acquire,
             read_only,
             fallback_master,
             master_as_replica_weight,
-            self._acquire_timeout if timeout is None else timeout,
+            timeout,
             kwargs,
         )
         return AcquireContext(acquire, self._give_back)
@@ -269,9 +287,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         kwargs: dict[str, Any],
         context: AcquireContext[ConnT] | None,
     ) -> ConnT:
-        if not self._started:
-            self._start()
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._start()  # first use, or a misuse it reports
         deadline = loop.time() + timeout
         failures: dict[int, str] = {}  # host index -> why its pool gave no connection
 
@@ -519,6 +537,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         timeout: float,
         failures: dict[int, str],
     ) -> NoHostAvailableError:
+        self._raise_config_error()  # not an outage: no host will ever do
         wanted = (
             "a replica" + (" or the primary" if fallback_master else "")
             if read_only
@@ -648,12 +667,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         master_as_replica_weight: float | None = None,
     ) -> PoolT | None:
         """The pool the balancer would pick now, or ``None`` (does not wait)."""
+        self._raise_if_closed()
         self._start()
+        weight = 0.0
+        if master_as_replica_weight is not None:
+            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
         host = self._pick(
             self._board.current,
             read_only,
             self._fallback_master if fallback_master is None else fallback_master,
-            (master_as_replica_weight or 0.0) if read_only else 0.0,
+            weight if read_only else 0.0,
         )
         return None if host is None else self._checkers[host.index].pool
 
@@ -766,11 +789,19 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         replicas_count: int | None = None,
         timeout: float | None = 10,
     ) -> None:
-        """Wait until that many primaries and replicas are usable (default: every host)."""
+        """Wait until that many primaries and replicas are usable (default: every host).
+
+        Raises ``TypeError`` at once if the driver rejected ``pool_factory_kwargs``
+        (a configuration error is no outage to wait out).
+        """
+        self._raise_if_closed()
         self._start()
+        arguments.optional_seconds("timeout", timeout, zero=True)
         everyone = masters_count is None and replicas_count is None
 
         def is_ready(snapshot: TopologySnapshot) -> bool:
+            if self._config_error() is not None:
+                return True  # raised below
             if everyone:
                 return all(host.healthy for host in snapshot)
             return len(snapshot.primaries) >= (masters_count or 0) and len(snapshot.replicas) >= (
@@ -779,6 +810,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
         try:
             await self._board.wait_for(is_ready, timeout)
+            self._raise_config_error()
         except asyncio.TimeoutError:
             wanted = (
                 "every host"
@@ -801,6 +833,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     async def wait_next_pool_check(self, timeout: float = 10) -> None:
         """Wait until every host finished one more check than it had now."""
+        self._raise_if_closed()
         self._start()
         seen = [host.check_count for host in self._board.current]
         await self._board.wait_for(
@@ -809,41 +842,112 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         )
 
     async def wait_first_checks(self, timeout: float | None = None) -> None:
-        """Wait until every host has had one verdict, up or down."""
+        """Wait until every host has had one verdict, up or down.
+
+        Raises ``TypeError`` if the driver rejected ``pool_factory_kwargs``.
+        """
+        self._raise_if_closed()
         self._start()
         await self._board.wait_for(
             lambda snapshot: all(host.check_count > 0 for host in snapshot), timeout
         )
+        self._raise_config_error()
+
+    def _config_error(self) -> Exception | None:
+        """The driver's refusal of ``pool_factory_kwargs``, if a host's pool met one."""
+        for checker in self._checkers:
+            if checker.config_error is not None:
+                return checker.config_error
+        return None
+
+    def _raise_config_error(self) -> None:
+        error = self._config_error()
+        if error is not None:
+            raise TypeError(
+                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
+            ) from error
 
     # -- life cycle ---------------------------------------------------------
 
     def _start(self) -> None:
+        """Start the checks on the running loop, once; the manager belongs to that loop."""
         if self._started:
+            self._check_loop()
             return
+        self._loop = asyncio.get_running_loop()
         self._started = True
         for checker in self._checkers:
             checker.start()
         if self._event_driven_checks:
             self._primary_watch.start()
 
+    def _check_loop(self) -> None:
+        """Raise :class:`WrongEventLoopError` unless called on the manager's own loop."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            ended = self._loop is not None and self._loop.is_closed()
+            raise WrongEventLoopError(
+                f"{self!r} started on another event loop"
+                + (" (closed since: a second asyncio.run()?)" if ended else "")
+                + "; its pools and checks belong to that loop. Create one manager per event "
+                "loop, inside it (e.g. in the coroutine given to asyncio.run())."
+            )
+
     def _raise_if_closed(self) -> None:
         if self._closing or self._closed:
             raise PoolManagerClosedError(f"{self!r} is closed")
 
-    async def close(self) -> None:
-        """Graceful: no new acquires; waits for borrowed connections, then closes the pools."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Graceful: no new acquires; waits for borrowed connections, then closes the pools.
+
+        While connections are still out, a warning says how many every
+        :data:`CLOSE_WARNING_INTERVAL` seconds (a connection never given back
+        would otherwise hang ``close()`` without a word). With ``timeout``,
+        what is still out then is terminated, as :meth:`terminate` would.
+        """
         if self._closed:
             return
+        arguments.optional_seconds("timeout", timeout, zero=True)
+        if self._started:
+            self._check_loop()
         self._closing = True
         await self._stop_checkers()
-        if self._borrowed or self._releases_in_flight:
-            await self._all_returned.wait()
+        if not await self._wait_all_returned(timeout):
+            await self.terminate()
+            return
         await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
         self._drop_timers()
         self._closed = True
 
+    async def _wait_all_returned(self, timeout: float | None) -> bool:
+        """Wait for every borrowed connection to come back; False if ``timeout`` passed first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._borrowed or self._releases_in_flight:
+            wait = CLOSE_WARNING_INTERVAL
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    logger.warning(
+                        "pgrouter: %r: close() timed out with %d connection(s) still in use;"
+                        " terminating them",
+                        self,
+                        len(self._borrowed) + self._releases_in_flight,
+                    )
+                    return False
+            if not await wait_event(self._all_returned, wait):
+                logger.warning(
+                    "pgrouter: %r: close() waits for %d connection(s) still in use"
+                    " (never given back?)",
+                    self,
+                    len(self._borrowed) + self._releases_in_flight,
+                )
+        return True
+
     async def terminate(self) -> None:
         """Close every connection now, borrowed ones too."""
+        if self._started:
+            self._check_loop()
         self._closing = True
         await self._stop_checkers()
         borrowed, self._borrowed = list(self._borrowed.values()), {}
@@ -881,6 +985,20 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # A manager dropped unclosed leaves its checks and connections to the
+        # garbage collector: say so, once, naming it (as asyncio does for loops).
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._primary_watch.abandon()
+                for checker in self._checkers:
+                    checker.abandon()
+            _warn(
+                f"unclosed {self!r}: call close() or use 'async with'",
+                ResourceWarning,
+                source=self,
+            )
+
 
 async def _nothing() -> None:
     """A release with nothing left to do."""
@@ -907,9 +1025,18 @@ def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
     return snapshot.hosts[host.index].check_count > host.check_count
 
 
-def _check_weight(weight: float) -> None:
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"master_as_replica_weight must be within [0, 1], got {weight!r}")
+def _balancer_of(
+    policy: type[AbstractBalancerPolicy] | AbstractBalancerPolicy,
+) -> AbstractBalancerPolicy:
+    """The policy instance to use; a ``TypeError`` naming the argument for anything else."""
+    if isinstance(policy, type) and issubclass(policy, AbstractBalancerPolicy):
+        return policy()
+    if isinstance(policy, AbstractBalancerPolicy):
+        return policy
+    raise TypeError(
+        "balancer_policy must be a subclass or an instance of "
+        f"pgrouter.balancer_policy.AbstractBalancerPolicy, got {policy!r}"
+    )
 
 
 __all__ = ["BasePoolManager"]

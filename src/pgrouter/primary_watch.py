@@ -48,6 +48,11 @@ class PrimaryWatch:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="pgrouter-primary-watch")
 
+    def abandon(self) -> None:
+        """Stop watching without waiting (the manager was dropped unclosed)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
     async def stop(self) -> None:
         if self._task is not None:
             await stop_task(self._task)

@@ -12,6 +12,7 @@ import enum
 import functools
 import sys
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -274,9 +275,22 @@ class TopologyBoard:
         """Call ``listener(old, new)`` synchronously on every publish, before waiters wake.
 
         For what must happen in the same instant as the change (cutting a
-        superseded primary's connections), not a loop iteration later.
+        superseded primary's connections), not a loop iteration later. A bound
+        method is held weakly: the checks, which hold the board, must not keep
+        alive a manager its owner dropped (it warns, and stops them, when
+        collected).
         """
-        self._listeners.append(listener)
+        if hasattr(listener, "__self__"):
+            weak = weakref.WeakMethod(listener)  # type: ignore[arg-type]
+
+            def call(old: TopologySnapshot, new: TopologySnapshot) -> None:
+                method = weak()
+                if method is not None:
+                    method(old, new)
+
+            self._listeners.append(call)
+        else:
+            self._listeners.append(listener)
 
     def publish(self, state: HostState) -> TopologySnapshot:
         """Replace one host's state; wake every waiter with the new snapshot.

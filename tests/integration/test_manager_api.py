@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 from typing import Any
 
 import pytest
@@ -374,3 +375,30 @@ async def test_the_primary_gets_a_heartbeat_check(
         counts = [host.check_count for host in pm.topology]
         await asyncio.sleep(0.3)
         assert [host.check_count for host in pm.topology] == counts
+
+
+async def test_one_server_under_two_names_is_one_server(
+    shared_cluster: LocalCluster, manager_cls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The primary listed by address and by its unix socket: no split brain, nothing fenced.
+
+    (As with a service name beside node names, common with Consul and Patroni.)
+    The server is told by its system identifier and start time; the first name
+    serves it, the second is its alias.
+    """
+    primary, replica = shared_cluster.primary, shared_cluster.replicas[0]
+    dsn = (
+        f"host={primary.host},{primary.socket_dir},{replica.host} "
+        f"port={primary.port},{primary.port},{replica.port} user=postgres dbname=postgres"
+    )
+    caplog.set_level(logging.WARNING, logger="pgrouter")
+    async with manager_cls(dsn) as pm:
+        await pm.ready()
+        topology = pm.topology
+        assert [h.index for h in topology.primaries] == [0]
+        assert topology.aliases == {1: 0}
+        assert not topology.split_brain and not topology.fenced
+        assert "same server as" in topology.describe_host(topology.hosts[1])
+        async with pm.acquire_master() as conn:
+            assert await server_port(conn) == primary.port
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -39,3 +39,17 @@ async def test_close_drops_the_timer_and_what_it_watched() -> None:
     bound.close()
     await asyncio.sleep(0.03)
     assert aborted == [] and len(bound) == 0
+
+
+async def test_abort_host_aborts_that_hosts_releases_at_once_bound_or_not() -> None:
+    for limit in (None, 10.0):
+        aborted: list[str] = []
+        bound = ReleaseBound(limit, aborted.append)
+        bound.begin("on 1", 1)
+        kept = bound.begin("on 2", 2)
+        bound.begin("on 1 too", 1)
+        assert bound.abort_host(1) == 2
+        assert aborted == ["on 1", "on 1 too"] and len(bound) == 1
+        bound.end(kept)
+        assert len(bound) == 0
+        bound.close()

@@ -61,6 +61,13 @@ def is_psycopg2_host_error(error: BaseException) -> bool:
     return False
 
 
+def is_psycopg2_config_error(error: BaseException) -> bool:
+    """A pool keyword psycopg2 took for a connection option it does not know."""
+    if isinstance(error, TypeError):
+        return True
+    return isinstance(error, psycopg2.ProgrammingError) and str(error).startswith("invalid dsn")
+
+
 class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
     name = "aiopg"
 
@@ -107,6 +114,9 @@ class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
 
     def max_size(self, pool: aiopg.Pool) -> int:
         return int(pool.maxsize or UNBOUNDED)
+
+    def is_config_error(self, error: BaseException) -> bool:
+        return is_psycopg2_config_error(error)
 
     def is_closed(self, connection: aiopg.Connection) -> bool:
         return bool(connection.closed)

@@ -14,7 +14,13 @@ import aiopg.sa
 from ..bounded import wait_bounded
 from ..driver import Driver, ProbeThroughPlainDriver
 from ..dsn import HostDsn
-from .aiopg import UNBOUNDED, AiopgDriver, close_if_mid_query, is_psycopg2_host_error
+from .aiopg import (
+    UNBOUNDED,
+    AiopgDriver,
+    close_if_mid_query,
+    is_psycopg2_config_error,
+    is_psycopg2_host_error,
+)
 
 #: aiopg.sa ships no type information: engines and connections are ``Any`` here.
 Engine = Any
@@ -67,6 +73,9 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     def abort(self, connection: SAConnection) -> None:
         if connection.connection is not None:
             self._plain.abort(connection.connection)
+
+    def is_config_error(self, error: BaseException) -> bool:
+        return is_psycopg2_config_error(error)
 
     def is_closed(self, connection: SAConnection) -> bool:
         return bool(connection.closed)
