@@ -1,8 +1,35 @@
-"""asyncpg behind the driver seam: one ``asyncpg.Pool`` per host."""
+"""asyncpg behind the driver seam: one ``asyncpg.Pool`` per host.
+
+Besides plain delegation, it closes two windows in which asyncpg fails a
+connection's next operation with an ``InternalClientError`` of its own
+(MagicStack/asyncpg#784, #1069) instead of treating it as the closed connection
+it is, as it does a few loop iterations later:
+
+- a server that ends an idle session (a fast shutdown, a backend that found its
+  postmaster dead in a failover, ``pg_terminate_backend()``) sends a FATAL
+  error, then the end of the stream. asyncpg takes the error, unasked for, as a
+  protocol fault, and until it has read the end of stream (one or two loop
+  iterations) ``is_closed()`` is False while any query or reset fails with
+  "cannot switch to state N; another operation (2) is in progress". An acquire
+  passes such a connection by (:func:`_hung_up`), as asyncpg's pool does once it
+  knows it is closed: the holder reconnects;
+- ``Pool.release()`` hands the reset to a shielded task. If the connection ends
+  before that task starts (its end of stream read, or the manager's
+  :meth:`~AsyncpgDriver.abort`), asyncpg has already taken the holder back and the
+  task fails with "release() called on a free connection holder".
+
+A release that fails with an ``InternalClientError`` after asyncpg took the
+connection back, closed, ends quietly: the caller's work was done, and asyncpg
+releases a connection it already knows closed without a word.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import select
+import socket
 import sys
 from collections.abc import Awaitable
 from typing import Any
@@ -21,6 +48,8 @@ _HOST_ERRORS = (
     pg_errors.InternalClientError,  # protocol state broken by a connection lost mid-operation
 )
 
+
+logger = logging.getLogger("pgrouter")
 
 #: Connect timeout of pool connections unless the caller sets ``timeout``.
 CONNECT_TIMEOUT = 5.0
@@ -44,7 +73,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
         # The manager passes no timeout on Python 3.11+: it bounds waits with
         # its alarm clock (alarms.py).
-        return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
+        return _acquire_live(pool, timeout, kwargs)
 
     def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:
         # No timeout for asyncpg's reset (that would be a loop timer per
@@ -53,7 +82,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
             # There the manager passes asyncpg its acquire timeouts (100 ms
             # slices on a full pool), and asyncpg would reuse one for the reset.
             kwargs.setdefault("timeout", RELEASE_TIMEOUT)
-        return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
+        return _release_settled(pool.release(connection, **kwargs), connection)
 
     def abort(self, connection: Any) -> None:
         with contextlib.suppress(pg_errors.InterfaceError):  # already back in the pool
@@ -100,3 +129,84 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
             return True
         # asyncpg reports a connection closed under a query as InterfaceError.
         return isinstance(error, pg_errors.InterfaceError) and "closed" in str(error)
+
+
+async def _acquire_live(pool: asyncpg.Pool, timeout: float | None, kwargs: dict[str, Any]) -> Any:
+    """``pool.acquire()``, passing by connections the server has hung up on (module docstring)."""
+    connection = await pool.acquire(timeout=timeout, **kwargs)
+    if not _hung_up(connection):
+        return connection
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    # Terminated, its holder goes back to the pool, which hands holders out
+    # last in, first out: the next acquire reconnects it. Bounded, in case a
+    # server keeps ending sessions as soon as they start.
+    for _ in range(pool.get_max_size()):
+        connection.terminate()
+        left = None if deadline is None else max(deadline - loop.time(), 0)
+        connection = await pool.acquire(timeout=left, **kwargs)
+        if not _hung_up(connection):
+            break
+    return connection
+
+
+async def _release_settled(releasing: Awaitable[None], connection: Any) -> None:
+    """Await asyncpg's release; its own error for a connection it took back closed ends it."""
+    try:
+        await releasing
+    except pg_errors.InternalClientError as error:
+        if getattr(connection, "_con", None) is not None:
+            raise  # still the caller's: not one of the two windows
+        logger.debug("pgrouter: released a connection its server had ended (asyncpg: %s)", error)
+
+
+def _hung_up(connection: Any) -> bool:
+    """True when the server has ended the connection but asyncpg does not know yet.
+
+    Its transport has read the end of stream (closing, ``connection_lost()``
+    not called yet), or the end of stream has reached the socket, read or not.
+    """
+    plain = connection._con  # the pool's proxy; a fresh acquire always has one
+    transport = plain._transport
+    if plain.is_closed() or transport is None:
+        return False  # asyncpg knows: its pool does the right thing
+    if transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    return sock is not None and _server_hung_up(sock.fileno())
+
+
+#: Linux's poll() event for the peer's end of stream, seen even behind unread data.
+_PEER_HUNG_UP = getattr(select, "POLLRDHUP", 0)
+#: What the probe asks poll() for; elsewhere readable (POLLIN) only says that
+#: something waits, and a peek tells whether it is the end of stream.
+_WATCHED = _PEER_HUNG_UP or getattr(select, "POLLIN", 0)
+_ENDED = _PEER_HUNG_UP | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
+
+
+def _server_hung_up(fd: int) -> bool:
+    """Whether socket ``fd`` holds the server's end of stream (or an error), without reading.
+
+    One ``poll()`` with no wait, about a microsecond: paid on every acquire.
+    """
+    if not hasattr(select, "poll"):
+        return False  # Windows: the transport's closing state is all we see
+    poller = select.poll()
+    poller.register(fd, _WATCHED)
+    ready = poller.poll(0)
+    if not ready:
+        return False  # the usual idle connection
+    if ready[0][1] & _ENDED:
+        return True
+    # A message ahead of the end of stream (a FATAL not read yet) is fine:
+    # asyncpg reads it during the next query and reports the connection lost.
+    peek = socket.socket(fileno=fd)  # over the driver's descriptor, detached below
+    try:
+        peek.setblocking(False)
+        return peek.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # reset by the peer
+    finally:
+        peek.detach()
