@@ -8,11 +8,19 @@ has a port, that port applies to every host (``db1,db2,db3:6432``).
 
 Nothing here puts a password into a message, ``str`` or ``repr``:
 :func:`redact` hides passwords in any text, and parse errors show the DSN only
-after it went through it.
+after it went through it. Text whose form is unclear is not shown at all: a
+DSN that is neither a URL nor key=value pairs (a mistyped scheme such as
+``postgresql:/u:pw@h``) gets a message naming at most its scheme, and a word
+in key=value text that is no ``key=value`` item is hidden, as it may be a
+password typed without its key. Two readings of libpq's are refused rather
+than followed: ``key= next=x`` (libpq takes ``next=x`` as the value, so an
+unset ``$PGHOST`` in ``host=$PGHOST password=x`` would log the password as a
+host name), and a URL whose password a raw ``/`` cut short.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +33,12 @@ DEFAULT_PORT = 5432
 
 _SCHEMES = ("postgresql", "postgres")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+# What a mistyped scheme looks like: postgresql:/ postgresql// Postg/reSQL://
+_LOOSE_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-/]{0,19}?)(:/{0,3}|//)")
+# One URL host with its port: name[:port] or [IPv6][:port].
+_HOST_PORT_RE = re.compile(r"(?:\[[^\]]*\]|[^:\[\]]*)(?::[0-9]*)?")
+# key=value text starts with a name followed by '=', a space or the end.
+_NAME_FIRST_RE = re.compile(r"[A-Za-z0-9_.\-]+(?![^ \t\n\r\v\f=])")
 # libpq's own keywords; every other key is passed through as an option.
 _RESERVED_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
 # Option names must survive both output forms unquoted.
@@ -32,32 +46,184 @@ _OPTION_KEY_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 # libpq splits key=value items on ASCII whitespace only (C isspace).
 _KV_SPACE = frozenset(" \t\n\r\v\f")
 
-# One pattern, so each password is matched once, by the first form that fits.
-# The URL alternative mirrors the parser: the secret runs to the LAST '@'
-# before a '/' (raw '@' in passwords is tolerated); text ends at whitespace.
-# "[a-z_]*password" also catches sslpassword and PGPASSWORD.
-_SECRET_RE = re.compile(
-    r"(?P<url>[A-Za-z][A-Za-z0-9+.\-]*://[^:/\s]*:)[^/\s]*@"
-    r"|(?P<query>[?&][A-Za-z_]*password=)[^&\s#]*"
-    r"|(?P<kv>[A-Za-z_]*password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|'.*|(?:\\.|[^\s\\])+)",
-    re.IGNORECASE | re.DOTALL,
+_Fail = Callable[[str], DsnError]
+_Span = tuple[int, int]
+
+# libpq's connection keywords: the only bare words an error may quote. Any
+# other word without '=' may be a password typed without its key.
+_LIBPQ_KEYWORDS = frozenset(
+    {
+        "host", "hostaddr", "port", "dbname", "user", "password", "passfile",
+        "require_auth", "channel_binding", "connect_timeout", "client_encoding",
+        "options", "application_name", "fallback_application_name", "keepalives",
+        "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "replication", "gssencmode", "sslmode", "sslnegotiation",
+        "requiressl", "sslcompression", "sslcert", "sslkey", "sslpassword",
+        "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+        "ssl_min_protocol_version", "ssl_max_protocol_version",
+        "min_protocol_version", "max_protocol_version", "krbsrvname", "gsslib",
+        "gssdelegation", "service", "target_session_attrs", "load_balance_hosts",
+    }
+)  # fmt: skip
+
+# -- redact -----------------------------------------------------------------
+#
+# Every pattern below is anchored where it starts (a lookbehind, or match() at
+# a known position), and every scan goes forward over text that later scans
+# read a bounded number of times, so redact() is linear in the text's length
+# (a regex tried at every position of a long word was what made it quadratic).
+
+_WORD_RE = re.compile(r"[^ \t\n\r\v\f]+")
+_AUTHORITY_END_RE = re.compile(r"[/\n\r]")
+_SPACE_RE = re.compile(r"[ \t\n\r\v\f]")
+# A key ending in "password" (also sslpassword, PGPASSWORD, db_password) before '='.
+_SECRET_KEY_RE = re.compile(
+    r"(?<![A-Za-z0-9_.\-])[A-Za-z0-9_.\-]*password(?=[ \t\n\r\v\f]*=)", re.IGNORECASE
 )
+_KV_SPACES_RE = re.compile(r"[ \t\n\r\v\f]*")
+# A key=value value as libpq reads it, plus whatever is glued to it: quoted
+# pieces (an unterminated one runs to the end) and characters, '\' escaping any.
+_KV_VALUE_RE = re.compile(r"(?:'(?:[^'\\]|\\.)*(?:'|\\?\Z)|\\.|\\\Z|[^ \t\n\r\v\f'\\])*", re.DOTALL)
+_KV_QUOTED_RE = re.compile(r"'((?:[^'\\]|\\.)*)'", re.DOTALL)
+_KV_KEY_RE = re.compile(r"[^ \t\n\r\v\f=]*")
+_KV_UNQUOTED_RE = re.compile(r"(?:[^ \t\n\r\v\f\\]|\\.|\\\Z)*", re.DOTALL)
+_KV_ESCAPE_RE = re.compile(r"\\(.?)", re.DOTALL)  # a trailing lone '\' is dropped, as in libpq
+_ITEM_START_RE = re.compile(r"[A-Za-z0-9_.\-]+=")
+# Words after an unquoted password that are no key=value items: likely its rest.
+_KV_TAIL_RE = re.compile(r"(?:[ \t\v\f]+[^ \t\n\r\v\f=]+(?![^ \t\n\r\v\f]))*")
+# A query value runs to the next '&' ('#' and spaces included, as the parser
+# reads it), and on through '&' items without '=' (a raw '&' in the password).
+_QUERY_VALUE_RE = re.compile(r"[^&\n\r]*(?:&[^&=\n\r]*(?=[&\n\r]|\Z))*")
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every password of a DSN in it replaced by ``***``.
 
-    Hides URL userinfo passwords (``scheme://user:SECRET@``), query
-    parameters (``?password=SECRET``) and key=value pairs (``password=SECRET``,
-    ``password='quoted secret'``; an unterminated quote hides the rest).
+    Hides URL userinfo passwords (``scheme://user:SECRET@``, also with a
+    mistyped or missing scheme: ``postgresql:/u:SECRET@h``, ``u:SECRET@h``),
+    query parameters (``?password=SECRET``, to the next ``&``) and key=value
+    pairs (``password=SECRET``, ``password='quoted secret'``; an unterminated
+    quote hides the rest). Where text could be either the rest of a password or
+    something else, it is hidden: a leak costs more than a shorter log line.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    spans = sorted(_UserinfoScan(text).spans() + _password_spans(text))
+    pieces: list[str] = []
+    shown_from = 0
+    hide_start = hide_end = -1
+    for start, end in spans:
+        if start > hide_end:  # a new span: flush the previous one
+            if hide_end >= 0:
+                pieces += [text[shown_from:hide_start], "***"]
+                shown_from = hide_end
+            hide_start = start
+        hide_end = max(hide_end, end)
+    if hide_end >= 0:
+        pieces += [text[shown_from:hide_start], "***"]
+        shown_from = hide_end
+    pieces.append(text[shown_from:])
+    return "".join(pieces)
+
+
+def _end_of(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where ``pattern`` (one that also matches empty text) ends when matched at ``pos``."""
+    match = pattern.match(text, pos)
+    assert match is not None
+    return match.end()
+
+
+def _password_spans(text: str) -> list[_Span]:
+    """The values of ``...password=`` keys: query parameters and key=value pairs."""
+    spans: list[_Span] = []
+    pos = 0
+    while (key := _SECRET_KEY_RE.search(text, pos)) is not None:
+        equals = text.index("=", key.end())
+        if text[key.start() - 1 : key.start()] in ("?", "&"):
+            start = equals + 1
+            end = _end_of(_QUERY_VALUE_RE, text, start)
+        else:
+            start = _end_of(_KV_SPACES_RE, text, equals + 1)  # libpq skips these too
+            end = _end_of(_KV_VALUE_RE, text, start)
+            quoted = _KV_QUOTED_RE.match(text, start)
+            # "***" is redact's own mask: leave what follows it, so that
+            # redacting twice (a message built from redacted text) changes nothing.
+            whole = (quoted is not None and quoted.end() == end) or text[start:end] == "***"
+            if not whole:
+                end = _end_of(_KV_TAIL_RE, text, end)
+        spans.append((start, end))
+        pos = max(end, key.end())
+    return spans
+
+
+class _UserinfoScan:
+    """Finds the ``SECRET`` of ``user:SECRET@host`` in text, in one forward pass.
+
+    After a ``//`` the authority runs, as in the parser, to the next ``/`` (or
+    line end), spaces included, and the secret to its last ``@``; if a raw ``/``
+    in the password ended it early, to the last ``@`` of that word. Without ``//``
+    (``postgresql:/u:SECRET@h``, ``u:SECRET@h``) the secret runs from a word's
+    first ``:`` to its last ``@``.
     """
 
-    def hide(match: re.Match[str]) -> str:
-        if match.group("url"):
-            return f"{match.group('url')}***@"
-        return f"{match.group('query') or match.group('kv')}***"
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._spans: list[_Span] = []
+        # Caches for searches whose start only moves forward; without them a
+        # word of many '//' and no '@' would be scanned once per '//'.
+        self._colon: int | None = None
+        self._word_end = -1
+        self._word_last_at = -1
 
-    return _SECRET_RE.sub(hide, text)
+    def spans(self) -> list[_Span]:
+        text, pos = self._text, 0
+        while (word := _WORD_RE.search(text, pos)) is not None:
+            start, end = word.span()
+            while start < end:
+                start = self._step(start, end)
+            pos = start
+        return self._spans
+
+    def _step(self, start: int, end: int) -> int:
+        """Look at ``text[start:end]``, the rest of a word; return where to go on."""
+        text = self._text
+        slashes = text.find("//", start, end)
+        at = text.rfind("@", start, end if slashes == -1 else slashes)
+        if at != -1:
+            colon = text.find(":", start, at)
+            if colon != -1:
+                self._spans.append((colon + 1, at))
+                return at + 1
+        if slashes == -1:
+            return end
+        userinfo = slashes + 2
+        authority_end = _AUTHORITY_END_RE.search(text, userinfo)
+        stop = len(text) if authority_end is None else authority_end.start()
+        at = text.rfind("@", userinfo, stop)
+        if at == -1:
+            at = self._last_at_in_word(stop)
+        if at == -1:
+            return stop
+        colon = self._next_colon(userinfo)
+        if colon == -1 or colon > at:
+            # No "user:" after the '//': was the '//' inside a password (u:a//b@h)?
+            colon = text.find(":", start, slashes - 1)
+        if colon != -1 and colon < at:
+            self._spans.append((colon + 1, at))
+            return at + 1
+        return stop
+
+    def _next_colon(self, pos: int) -> int:
+        if self._colon is None or -1 < self._colon < pos:
+            self._colon = self._text.find(":", pos)
+        return self._colon
+
+    def _last_at_in_word(self, pos: int) -> int:
+        if pos >= self._word_end:
+            space = _SPACE_RE.search(self._text, pos)
+            self._word_end = len(self._text) if space is None else space.start()
+            self._word_last_at = self._text.rfind("@", pos, self._word_end)
+        return self._word_last_at if self._word_last_at >= pos else -1
 
 
 @dataclass(frozen=True, repr=False)
@@ -169,21 +335,40 @@ def split_dsn(dsn: str) -> list[HostDsn]:
     """Split a multi-host URL or key=value DSN into one :class:`HostDsn` per host.
 
     Hosts keep their order; user, password, database and options are the same
-    for each. Raises :class:`DsnError` naming the bad part (never the password).
+    for each. Raises :class:`DsnError` naming the bad part (never the password),
+    and ``TypeError`` for anything but a ``str``.
     """
+    if not isinstance(dsn, str):
+        hint = "; decode it first" if isinstance(dsn, (bytes, bytearray)) else ""
+        raise TypeError(f"the DSN must be a str, not {type(dsn).__name__}{hint}")
     text = dsn.strip()
     if not text:
         raise DsnError("empty DSN: expected a postgresql:// URL or key=value pairs")
     scheme = _SCHEME_RE.match(text)
     if scheme:
         return _split_url(text, scheme)
-    return _split_conninfo(text)
+    if _NAME_FIRST_RE.match(text):
+        return _split_conninfo(text)
+    # Neither form: nothing of it can be shown, as nothing says where a password is.
+    raise DsnError(_not_a_dsn(text))
+
+
+def _not_a_dsn(text: str) -> str:
+    """Why ``text`` is no DSN, quoting at most a short scheme-like start of it."""
+    scheme = _LOOSE_SCHEME_RE.match(text)
+    if scheme:
+        name, separator = scheme.groups()
+        if "/" in separator or re.sub("[^a-z]", "", name.lower()) in _SCHEMES:
+            return (
+                f"looks like a URL but the scheme is {scheme.group(0)!r}; "
+                "expected postgresql:// or postgres://"
+            )
+    if any(mark in text for mark in ("@", "//", ":")):
+        return "looks like a URL but has no scheme; expected postgresql:// or postgres:// first"
+    return "not a DSN: expected a postgresql:// URL or key=value pairs"
 
 
 # -- parsing ----------------------------------------------------------------
-
-_Fail = Callable[[str], DsnError]
-_Span = tuple[int, int]
 
 
 def _error(message: str, dsn: str, hidden: Sequence[_Span]) -> DsnError:
@@ -224,16 +409,14 @@ def _split_url(dsn: str, scheme: re.Match[str]) -> list[HostDsn]:
             hidden.append((at - len(raw_password), at))
         else:
             raw_password = None
-    elif slash != -1 and "?" not in dsn[start:slash] and ":" in dsn[start:slash]:
-        path = dsn[slash:].partition("?")[0]
-        if "@" in path:
-            # Likely "user:pa/ss@host": a raw '/' cut the password, and naming any
-            # part of the authority or path could leak it.
-            hidden.append((start, slash + path.rfind("@")))
-            raise fail(
-                "'@' after the first '/': write '/' in a password as %2F "
-                "and '@' in a database name as %40"
-            )
+    elif _cut_password(dsn, start, slash):
+        # Likely "user:pa/ss@host": a raw '/' cut the password, and naming any
+        # part of the authority, path or query could leak it.
+        hidden.append((start, dsn.rfind("@")))
+        raise fail(
+            "'@' after the first '/': write '/', '?' and '@' in a password as "
+            "%2F, %3F and %40, and '@' in a database name as %40"
+        )
     if scheme.group(1).lower() not in _SCHEMES:
         raise fail(f"unknown scheme {scheme.group(1)!r} (expected postgresql:// or postgres://)")
 
@@ -244,10 +427,12 @@ def _split_url(dsn: str, scheme: re.Match[str]) -> list[HostDsn]:
     params: dict[str, str] = {}
     offset = netloc_end + len(path) + 1
     key = ""
+    number = 0
     for item in query.split("&"):
         item_start, offset = offset, offset + len(item) + 1
         if not item:
             continue
+        number += 1
         previous_key = key
         key, equals, value = item.partition("=")
         if not equals:
@@ -255,7 +440,11 @@ def _split_url(dsn: str, scheme: re.Match[str]) -> list[HostDsn]:
                 # Most likely the rest of a password with a raw '&': don't show it.
                 hidden.append((item_start, item_start + len(item)))
                 raise fail("text after the password has no '='; write '&' in it as %26")
-            raise fail(f"query parameter {key!r} has no '='")
+            if key in _LIBPQ_KEYWORDS:
+                raise fail(f"query parameter {key!r} has no '='")
+            # Any other word may be a password typed without its key.
+            hidden.append((item_start, item_start + len(item)))
+            raise fail(f"query parameter #{number} has no '='")
         key = _decode(key, "query parameter name", fail)
         params[key] = _decode(value, f"value of query parameter {key!r}", fail)
 
@@ -279,6 +468,22 @@ def _split_url(dsn: str, scheme: re.Match[str]) -> list[HostDsn]:
         params,
         fail,
     )
+
+
+def _cut_password(dsn: str, start: int, slash: int) -> bool:
+    """Whether a URL with no '@' before its first '/' reads as ``user:pa/ss@host``.
+
+    So it does if an '@' follows in the path, or anywhere after a "port" that
+    is none (``u:pa?s/s@h``); not for ``h:5432/db?x=a@b``.
+    """
+    head = dsn[start:slash]
+    if slash == -1 or ":" not in head or "@" not in dsn[slash:]:
+        return False
+    authority, question, _ = head.partition("?")
+    if not question and "@" in dsn[slash:].partition("?")[0]:
+        return True
+    # Only a list of host[:port] (or [IPv6][:port]) makes it "host:5432?x=a@b".
+    return not all(_HOST_PORT_RE.fullmatch(item) for item in authority.split(","))
 
 
 def _url_hosts(netloc: str, fail: _Fail) -> list[tuple[str, str]]:
@@ -364,63 +569,82 @@ def _split_conninfo(dsn: str) -> list[HostDsn]:
 
 
 def _conninfo_items(dsn: str, hidden: list[_Span], fail: _Fail) -> list[tuple[str, str]]:
-    """Tokenize ``key = value`` pairs exactly as libpq's conninfo_parse does."""
+    """Tokenize ``key = value`` pairs as libpq's conninfo_parse does, with two refusals.
+
+    An item that is not ``name=value`` is hidden from the error with all after
+    it (it may be a password typed without its key, or a URL), unless it is a
+    bare libpq keyword. ``key= other=x`` is refused: libpq would read
+    ``other=x`` as the value, and an unset environment variable in
+    ``host=$PGHOST password=x`` would make the password a logged host name.
+    """
     items: list[tuple[str, str]] = []
     i, end = 0, len(dsn)
     after_secret = False
-    while True:
-        while i < end and dsn[i] in _KV_SPACE:
-            i += 1
+    for number in itertools.count(1):
+        i = _end_of(_KV_SPACES_RE, dsn, i)
         if i >= end:
-            return items
+            break
         key_start = i
-        while i < end and dsn[i] not in _KV_SPACE and dsn[i] != "=":
-            i += 1
+        i = _end_of(_KV_KEY_RE, dsn, i)
         key = dsn[key_start:i]
-        while i < end and dsn[i] in _KV_SPACE:
-            i += 1
+        i = _end_of(_KV_SPACES_RE, dsn, i)
         if i >= end or dsn[i] != "=":
             if after_secret:
-                # Most likely the rest of an unquoted password with a space: don't show it.
-                hidden.append((key_start, key_start + len(key)))
+                # Most likely the rest of an unquoted password with spaces: hide it
+                # with the password, up to the next item that has a '='.
+                hidden[-1] = (hidden[-1][0], _end_of(_KV_TAIL_RE, dsn, key_start + len(key)))
                 raise fail("text after the password has no '='; quote values with spaces")
-            raise fail(f"{key!r} has no '=' (expected key=value)")
+            if key in _LIBPQ_KEYWORDS:
+                raise fail(f"{key!r} has no '=' (expected key=value)")
+            if number == 1:
+                raise DsnError(_not_a_dsn(dsn))
+            hidden.append((key_start, end))
+            raise fail(f"item #{number} has no '=' (expected key=value)")
         if not key:
             raise fail("'=' without a key before it")
-        i += 1
-        while i < end and dsn[i] in _KV_SPACE:
-            i += 1
-        value_start = i
+        if not _OPTION_KEY_RE.fullmatch(key):
+            hidden.append((key_start, end))
+            raise fail(f"the key of item #{number} is not a name (expected key=value)")
+        equals = i
+        value_start = _end_of(_KV_SPACES_RE, dsn, equals + 1)
         secret = "password" in key.lower()
-        chars: list[str] = []
-        quoted = i < end and dsn[i] == "'"
+        quoted = value_start < end and dsn[value_start] == "'"
         if quoted:
-            i += 1
-            while True:
-                if i >= end or (dsn[i] == "\\" and i + 1 >= end):
-                    if secret:
-                        hidden.append((value_start, end))
-                    raise fail(f"the value of {key!r} has an unterminated quote")
-                if dsn[i] == "'":
-                    i += 1
-                    break
-                if dsn[i] == "\\":
-                    i += 1
-                chars.append(dsn[i])
-                i += 1
+            match = _KV_QUOTED_RE.match(dsn, value_start)
+            if match is None:
+                if secret:
+                    hidden.append((value_start, end))
+                raise fail(f"the value of {key!r} has an unterminated quote")
+            raw, i = match.group(1), match.end()
         else:
-            while i < end and dsn[i] not in _KV_SPACE:
-                if dsn[i] == "\\":
-                    i += 1  # escapes the next character; a trailing one is dropped
-                    if i >= end:
-                        break
-                chars.append(dsn[i])
-                i += 1
+            i = _end_of(_KV_UNQUOTED_RE, dsn, value_start)
+            raw = dsn[value_start:i]
+            if value_start > equals + 1 and _looks_like_an_item(raw):
+                if secret:
+                    hidden.append((value_start, i))
+                raise fail(
+                    f"empty value for {key!r} (the next item would be read as its value); "
+                    f"quote the value, or write {key}='' for an empty one"
+                )
         if secret:
             hidden.append((value_start, i))
         # A token glued to a password, or after an unquoted one, may be part of it.
         after_secret = secret and (not quoted or (i < end and dsn[i] not in _KV_SPACE))
-        items.append((key, "".join(chars)))
+        items.append((key, _KV_ESCAPE_RE.sub(r"\1", raw)))
+    return items
+
+
+def _looks_like_an_item(value: str) -> bool:
+    """Whether an unquoted ``value`` after ``key= `` is rather the next item.
+
+    Only libpq keywords and password-like keys count: ``password = a=b`` is a
+    password, ``host= password=x`` an empty host.
+    """
+    item = _ITEM_START_RE.match(value)
+    if item is None:
+        return False
+    name = item.group(0)[:-1]
+    return name in _LIBPQ_KEYWORDS or "password" in name.lower()
 
 
 def _build(
