@@ -7,6 +7,7 @@ or ``pgrouter.psycopg3.PoolManager``; this package itself imports no driver.
 from .balancer_policy import (
     AbstractBalancerPolicy,
     GreedyBalancerPolicy,
+    LeastLagBalancerPolicy,
     RandomWeightedBalancerPolicy,
     RoundRobinBalancerPolicy,
 )
@@ -19,6 +20,8 @@ from .errors import (
     WrongEventLoopError,
 )
 from .manager import BasePoolManager
+from .routing.consistency import current_token, read_your_writes
+from .routing.tokens import WriteToken
 from .topology import HostRole, HostState, TopologySnapshot
 
 __version__ = "0.1.0"
@@ -31,14 +34,18 @@ __all__ = [
     "HostDsn",
     "HostRole",
     "HostState",
+    "LeastLagBalancerPolicy",
     "NoHostAvailableError",
     "PgRouterError",
     "PoolManagerClosedError",
     "RandomWeightedBalancerPolicy",
     "RoundRobinBalancerPolicy",
     "TopologySnapshot",
+    "WriteToken",
     "WrongEventLoopError",
     "__version__",
+    "current_token",
+    "read_your_writes",
     "redact",
     "split_dsn",
 ]

@@ -19,9 +19,11 @@ from __future__ import annotations
 import abc
 import itertools
 import random
+import sys
 from collections.abc import Callable, Sequence
 
-from .topology import HostState, TopologySnapshot
+from .routing.reads import ReadRule, serves
+from .topology import HostRole, HostState, TopologySnapshot
 
 #: Live number of free connections in a host's pool (pools are not snapshot data),
 #: minus the acquires already queued for them: negative when a queue has formed.
@@ -34,14 +36,22 @@ def eligible_hosts(
     read_only: bool,
     fallback_master: bool,
     master_as_replica_weight: float,
+    rule: ReadRule | None = None,
 ) -> list[HostState]:
-    """The hosts a request may use right now, before any balancing."""
+    """The hosts a request may use right now, before any balancing.
+
+    ``rule`` narrows the replicas a read may use (lag bounds, a position a
+    write token asks for: :mod:`pgrouter.routing.reads`); with none left, the
+    read goes to the primary only with ``fallback_master``.
+    """
     primaries = snapshot.primaries
     if not read_only:
         return primaries
     if primaries and master_as_replica_weight > 0 and random.random() < master_as_replica_weight:
         return primaries
     replicas = snapshot.replicas
+    if rule is not None:
+        replicas = [replica for replica in replicas if serves(replica, rule)]
     if replicas:
         return replicas
     return primaries if fallback_master else []
@@ -53,6 +63,7 @@ def has_eligible_host(
     read_only: bool,
     fallback_master: bool,
     master_as_replica_weight: float,
+    rule: ReadRule | None = None,
 ) -> bool:
     """True when :func:`eligible_hosts` can give this request a host on ``snapshot``.
 
@@ -61,7 +72,11 @@ def has_eligible_host(
     """
     if snapshot.primaries and (not read_only or fallback_master or master_as_replica_weight > 0):
         return True
-    return read_only and bool(snapshot.replicas)
+    if not read_only:
+        return False
+    if rule is None:
+        return bool(snapshot.replicas)
+    return any(serves(replica, rule) for replica in snapshot.replicas)
 
 
 class AbstractBalancerPolicy(abc.ABC):
@@ -75,12 +90,14 @@ class AbstractBalancerPolicy(abc.ABC):
         fallback_master: bool = False,
         master_as_replica_weight: float = 0.0,
         free_size: FreeSize,
+        rule: ReadRule | None = None,
     ) -> HostState | None:
         candidates = eligible_hosts(
             snapshot,
             read_only=read_only,
             fallback_master=fallback_master,
             master_as_replica_weight=master_as_replica_weight,
+            rule=rule,
         )
         if not candidates:
             return None
@@ -154,10 +171,29 @@ class RoundRobinBalancerPolicy(AbstractBalancerPolicy):
         return candidates[next(counter) % len(candidates)]
 
 
+class LeastLagBalancerPolicy(AbstractBalancerPolicy):
+    """The eligible host least behind the primary (in WAL bytes); the freest among ties.
+
+    The primary, when eligible, is behind nobody. A replica whose lag cannot be
+    measured counts as furthest behind.
+    """
+
+    def choose(self, candidates: Sequence[HostState], free_size: FreeSize) -> HostState:
+        def behind(host: HostState) -> tuple[int, int]:
+            if host.role is HostRole.PRIMARY:
+                lag = 0
+            else:
+                lag = host.lag_bytes if host.lag_bytes is not None else sys.maxsize
+            return lag, -free_size(host)
+
+        return min(candidates, key=behind)
+
+
 __all__ = [
     "AbstractBalancerPolicy",
     "FreeSize",
     "GreedyBalancerPolicy",
+    "LeastLagBalancerPolicy",
     "RandomWeightedBalancerPolicy",
     "RoundRobinBalancerPolicy",
     "eligible_hosts",

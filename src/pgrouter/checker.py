@@ -37,6 +37,9 @@ logger = logging.getLogger("pgrouter")
 SUSPECT_FACTOR = 20
 SUSPECT_MIN_DELAY = 0.1
 
+#: stop() waits this long (seconds) for a probe it cancelled to finish cancelling.
+ABANDONED_PROBE_GRACE = 1.0
+
 #: Opening a pool makes ``min_size`` connections; give it more room than one probe.
 MIN_POOL_OPEN_TIMEOUT = 5.0
 
@@ -82,6 +85,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._refresh_timeout = refresh_timeout
         self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
         self._probe_connection: Any = None
+        self._abandoned_probe: asyncio.Future[Any] | None = None  # cancelled by stop()
         self._pool_is_stale = False
         #: The driver's pool refused the caller's pool_factory_kwargs (a
         #: TypeError): a configuration error, which ready() raises, not an outage.
@@ -106,6 +110,11 @@ class HostChecker(Generic[PoolT, ConnT]):
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
+        probe, self._abandoned_probe = self._abandoned_probe, None
+        if probe is not None and not probe.done():
+            # Let the driver finish cancelling its query (psycopg talks to the
+            # server for it) before the check connection is closed under it.
+            await asyncio.wait({probe}, timeout=ABANDONED_PROBE_GRACE)
         await self._drop_probe_connection()
 
     def abandon(self) -> None:
@@ -241,6 +250,7 @@ class HostChecker(Generic[PoolT, ConnT]):
                 done, _ = await asyncio.wait({probing}, timeout=max(deadline - loop.time(), 0))
         except asyncio.CancelledError:
             abandon(probing)
+            self._abandoned_probe = probing
             raise
         if not done:
             abandon(probing)

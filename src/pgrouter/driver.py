@@ -114,6 +114,15 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> Awaitable[None]:
         """Give a connection back to the pool it came from (any awaitable, as :meth:`acquire`)."""
 
+    @abc.abstractmethod
+    async def fetch_row(self, connection: ConnT, query: str) -> tuple[Any, ...]:
+        """Run ``query`` (no parameters) on a borrowed connection; its first row.
+
+        For pgrouter's own small queries on a caller's connection (a write
+        token, a replica's replay position). Leaves the connection as it found
+        it: no transaction left open that was not open before.
+        """
+
     def end_of_use(self, connection: ConnT, error: BaseException | None) -> Awaitable[None] | None:
         """What the end of ``async with pm.acquire() as connection`` must do first, if anything.
 

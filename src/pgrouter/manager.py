@@ -26,12 +26,17 @@ from .alarms import AlarmClock, Deadline, HostLeft
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
 from .bounded import wait_event
 from .checker import HostChecker, describe_error
-from .driver import ConnT, Driver, PoolT
+from .driver import ConnT, Driver, PoolT, parse_lsn
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
 from .primary_watch import PrimaryWatch
 from .release_bound import ReleaseBound
+from .routing.consistency import ReadYourWrites, TokenRoute, current_scope, route_for_token
+from .routing.pinning import reads_go_to_primary
+from .routing.reads import ANY_REPLICA, ReadRule, format_lsn, serves
+from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
+from .staleness import StalenessPolicy, bounds_of
 from .topology import HostRole, HostState, TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
@@ -47,6 +52,16 @@ DEFAULT_PRIMARY_HEARTBEAT = 0.1
 #: A host whose full pool has acquires queued on it and took nothing back for
 #: this long is checked at once (its connections may be stuck on a frozen server).
 STALL_DELAY = 0.1
+#: How long a read with a write token waits for a replica to replay it before
+#: it goes to the primary (seconds). Replicas that keep up replay within
+#: milliseconds; a paused or far-behind one should cost a read little.
+DEFAULT_CAUSAL_WAIT = 0.25
+#: Such a read asks the replica again after this long, doubling up to the max.
+CAUSAL_POLL_FIRST = 0.002
+CAUSAL_POLL_MAX = 0.05
+_TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
+_REPLAY_POSITION_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
+_UINT64 = (1 << 64) - 1
 #: close() says this often (seconds) how many connections it still waits for.
 CLOSE_WARNING_INTERVAL = 5.0
 #: Acquire timeouts at or past this are no timeouts (and inf is refused).
@@ -72,6 +87,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         pool_factory_kwargs: dict[str, Any] | None = None,
         event_driven_checks: bool = True,
         primary_heartbeat: float | None = DEFAULT_PRIMARY_HEARTBEAT,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        staleness: StalenessPolicy | None = None,
+        name: str = "default",
+        causal_wait: float = DEFAULT_CAUSAL_WAIT,
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
@@ -94,6 +114,20 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 f"got {type(pool_factory_kwargs).__name__}"
             )
         self._balancer = _balancer_of(balancer_policy)
+        if staleness is not None:
+            if max_lag_bytes is not None or max_lag_seconds is not None:
+                raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
+            max_lag_bytes, max_lag_seconds = bounds_of(staleness)
+        # The lag bounds of every read that names none of its own (None: no bound).
+        self._read_rule = _read_rule(max_lag_bytes, max_lag_seconds)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str (the cluster's name), got {name!r}")
+        self._name = name
+        self._causal_wait = arguments.seconds("causal_wait", causal_wait, zero=True)
+        # How reads with a write token were served, for metrics (see token_read_counts).
+        self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
+        # ids of borrowed connections to the primary that were asked for as reads.
+        self._reads_on_primary: set[int] = set()
         self._board = TopologyBoard(self._hosts)
         # Per host index: connections handed out and not yet given back. The
         # primary's heartbeat runs only while it has some (idle costs nothing).
@@ -217,40 +251,74 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         fallback_master: bool | None = None,
         master_as_replica_weight: float | None = None,
         timeout: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        after: WriteToken | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
         """A connection to the primary, or (``read_only``) to a replica.
 
         Waits for a suitable host (woken by each new topology snapshot) and for
-        a free connection in its pool, both within ``timeout`` seconds.
+        a free connection in its pool, both within ``timeout`` seconds. For a
+        read: ``max_lag_*`` bound how far behind its replica may be, ``after``
+        (a :class:`~pgrouter.WriteToken`) asks for a host that has replayed
+        that write; pins (:mod:`pgrouter.pinning`) send it to the primary.
         """
         if not read_only:
             if master_as_replica_weight is not None:
                 raise ValueError("master_as_replica_weight is used only when read_only is True")
+            if max_lag_bytes is not None or max_lag_seconds is not None or after is not None:
+                raise ValueError("max_lag_bytes, max_lag_seconds and after are for reads only")
             return self.acquire_master(timeout, **kwargs)
-        return self.acquire_replica(fallback_master, master_as_replica_weight, timeout, **kwargs)
+        return self.acquire_replica(
+            fallback_master,
+            master_as_replica_weight,
+            timeout,
+            max_lag_bytes=max_lag_bytes,
+            max_lag_seconds=max_lag_seconds,
+            after=after,
+            **kwargs,
+        )
 
     def acquire_master(self, timeout: float | None = None, **kwargs: Any) -> AcquireContext[ConnT]:
-        return self._request(False, False, 0.0, timeout, kwargs)
+        return self._request(False, False, 0.0, timeout, kwargs, None)
 
     def acquire_replica(
         self,
         fallback_master: bool | None = None,
         master_as_replica_weight: float | None = None,
         timeout: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        after: WriteToken | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
+        if reads_go_to_primary(self._name):
+            return self._request(False, False, 0.0, timeout, kwargs, None)  # pinned
         if master_as_replica_weight is None:
             master_as_replica_weight = self._master_as_replica_weight
         else:
             arguments.weight("master_as_replica_weight", master_as_replica_weight)
-        return self._request(
-            True,
-            self._fallback_master if fallback_master is None else fallback_master,
-            master_as_replica_weight,
-            timeout,
-            kwargs,
-        )
+        rule = self._read_rule
+        if max_lag_bytes is not None or max_lag_seconds is not None:
+            rule = _read_rule(max_lag_bytes, max_lag_seconds)
+        if after is None:
+            scope = current_scope()
+            if scope is not None:
+                if scope.unknown_write:
+                    # A write in this scope left no token: only the primary is sure.
+                    return self._request(False, False, 0.0, timeout, kwargs, None)
+                after = scope.token
+        elif not isinstance(after, WriteToken):
+            raise TypeError(f"after must be a pgrouter.WriteToken, got {type(after).__name__}")
+        fallback = self._fallback_master if fallback_master is None else fallback_master
+        if after is not None:
+            return self._request_after(
+                after, fallback, master_as_replica_weight, timeout, kwargs, rule
+            )
+        return self._request(True, fallback, master_as_replica_weight, timeout, kwargs, rule)
 
     def _request(
         self,
@@ -259,24 +327,151 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         master_as_replica_weight: float,
         timeout: float | None,
         kwargs: dict[str, Any],
+        rule: ReadRule | None,
     ) -> AcquireContext[ConnT]:
         """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
-        if self._closing:
-            self._raise_if_closed()
-        if timeout is None:
-            timeout = self._acquire_timeout
-        elif not (isinstance(timeout, (int, float)) and 0 <= timeout < _FOREVER):
-            # Cheap on the hot path; the full check, which names the fault, on a miss.
-            arguments.seconds("timeout", timeout, zero=True)
         acquire = functools.partial(
             self._acquire,
             read_only,
             fallback_master,
             master_as_replica_weight,
-            timeout,
+            self._checked_timeout(timeout),
             kwargs,
+            rule,
         )
         return AcquireContext(acquire, self._give_back)
+
+    def _checked_timeout(self, timeout: float | None) -> float:
+        if self._closing:
+            self._raise_if_closed()
+        if timeout is None:
+            return self._acquire_timeout
+        if not (isinstance(timeout, (int, float)) and 0 <= timeout < _FOREVER):
+            # Cheap on the hot path; the full check, which names the fault, on a miss.
+            arguments.seconds("timeout", timeout, zero=True)
+        return timeout
+
+    def _request_after(
+        self,
+        token: WriteToken,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+        timeout: float | None,
+        kwargs: dict[str, Any],
+        rule: ReadRule | None,
+    ) -> AcquireContext[ConnT]:
+        """A read that must see the write ``token`` stands for (see :meth:`_acquire_after`)."""
+        acquire = functools.partial(
+            self._acquire_after,
+            token,
+            fallback_master,
+            master_as_replica_weight,
+            self._checked_timeout(timeout),
+            kwargs,
+            rule,
+        )
+        return AcquireContext(acquire, self._give_back)
+
+    async def _acquire_after(
+        self,
+        token: WriteToken,
+        fallback_master: bool,
+        master_as_replica_weight: float,
+        timeout: float,
+        kwargs: dict[str, Any],
+        rule: ReadRule | None,
+        context: AcquireContext[ConnT] | None,
+    ) -> ConnT:
+        """A connection to a host that has replayed ``token``, never one behind it.
+
+        The routing layer says where such a read may go
+        (:func:`~pgrouter.routing.consistency.route_for_token`). For a replica:
+        first one whose last check already covers the token (no extra round
+        trip); else any replica within the bounds, asked on its own connection
+        until it has replayed the token, up to ``causal_wait``; else the primary.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        snapshot = self._board.current
+        route = route_for_token(snapshot, token)
+        if route is TokenRoute.IGNORE:
+            self._token_reads["ignored"] += 1
+            return await self._acquire(
+                True, fallback_master, master_as_replica_weight, timeout, kwargs, rule, context
+            )
+        if route is TokenRoute.REPLICA:
+            base = rule or ANY_REPLICA
+            covered = base.at_least(token.lsn)
+            if self._pick(snapshot, True, False, 0.0, covered) is not None:
+                self._token_reads["replica"] += 1
+                return await self._acquire(True, False, 0.0, timeout, kwargs, covered, context)
+            nearest = _most_advanced(snapshot, base)
+            if nearest is not None:
+                # The replica nearest the token is the likeliest to reach it soon.
+                nearest_rule = base.at_least(nearest)
+                connection = await self._acquire(
+                    True, False, 0.0, timeout, kwargs, nearest_rule, context
+                )
+                wait = min(self._causal_wait, max(deadline - loop.time(), 0))
+                try:
+                    caught_up = await self._replayed(connection, token, wait)
+                except BaseException:
+                    if context is not None:
+                        context.connection = None
+                    await self._give_back(connection, None)
+                    raise
+                if caught_up:
+                    self._token_reads["replica_after_wait"] += 1
+                    return connection
+                if context is not None:
+                    context.connection = None
+                await self._give_back(connection, None)
+        self._token_reads["primary"] += 1
+        remaining = max(deadline - loop.time(), 0)
+        return await self._acquire(False, False, 0.0, remaining, kwargs, None, context)
+
+    async def _replayed(self, connection: ConnT, token: WriteToken, wait: float) -> bool:
+        """Ask the replica behind ``connection`` until it has replayed ``token``, up to ``wait``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        query = f"SELECT pg_last_wal_replay_lsn() >= '{format_lsn(token.lsn)}'::pg_lsn"
+        pause = CAUSAL_POLL_FIRST
+        while True:
+            row = await self._driver.fetch_row(connection, query)
+            if row and row[0]:
+                return True
+            if loop.time() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, CAUSAL_POLL_MAX)
+
+    @property
+    def name(self) -> str:
+        """The cluster's name: pins (:mod:`pgrouter.pinning`) of this name route its reads."""
+        return self._name
+
+    @property
+    def token_read_counts(self) -> dict[str, int]:
+        """How reads with a write token were served: ``replica`` (at once),
+        ``replica_after_wait``, ``primary``, ``ignored`` (a token of another cluster)."""
+        return dict(self._token_reads)
+
+    async def write_token(self, connection: ConnT) -> WriteToken:
+        """The token of what ``connection`` (to the primary) wrote so far: call it after the commit.
+
+        Taken at the WAL insert position, never behind the commit record.
+        Inside :func:`~pgrouter.read_your_writes` the scope remembers it too.
+        """
+        record = self._borrowed.get(id(connection))
+        if record is None:
+            raise ValueError("write_token() takes a connection this manager handed out")
+        if not self._board.current.is_primary(self._board.current.hosts[record[2]]):
+            raise ValueError("write_token() needs a connection to the primary")
+        token = token_from_row(await self._driver.fetch_row(connection, WRITE_TOKEN_QUERY))
+        scope = current_scope()
+        if scope is not None:
+            scope.remember(token)
+        return token
 
     async def _acquire(
         self,
@@ -285,6 +480,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         master_as_replica_weight: float,
         timeout: float,
         kwargs: dict[str, Any],
+        rule: ReadRule | None,
         context: AcquireContext[ConnT] | None,
     ) -> ConnT:
         loop = asyncio.get_running_loop()
@@ -299,7 +495,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             # 1. A host: the balancer's pick on the current snapshot, or the
             #    first later snapshot that has one.
             host = self._pick(
-                self._board.current, read_only, fallback_master, master_as_replica_weight
+                self._board.current, read_only, fallback_master, master_as_replica_weight, rule
             )
             if host is None:
                 try:
@@ -309,13 +505,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                             read_only=read_only,
                             fallback_master=fallback_master,
                             master_as_replica_weight=master_as_replica_weight,
+                            rule=rule,
                         ),
                         deadline - loop.time(),
-                        room=(read_only, fallback_master, master_as_replica_weight > 0),
+                        room=(read_only, fallback_master, master_as_replica_weight > 0, rule),
                     )
                 except asyncio.TimeoutError:
                     raise self._no_host_error(
-                        read_only, fallback_master, timeout, failures
+                        read_only, fallback_master, timeout, failures, rule
                     ) from None
                 continue
 
@@ -386,6 +583,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             #    record: a cancellation cannot fall between them and leak it.
             index = host.index
             self._borrowed[id(connection)] = (connection, pool, index)
+            if read_only and host.role is HostRole.PRIMARY:
+                # A read the primary served: giving it back records no write token.
+                self._reads_on_primary.add(id(connection))
             if context is not None:
                 context.connection = connection
             self._in_use[index] += 1
@@ -399,6 +599,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         read_only: bool,
         fallback_master: bool,
         master_as_replica_weight: float,
+        rule: ReadRule | None = None,
     ) -> HostState | None:
         """The balancer's pick for this request on ``snapshot``, ``None`` if no host fits."""
         return self._balancer.pick(
@@ -407,6 +608,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             fallback_master=fallback_master,
             master_as_replica_weight=master_as_replica_weight,
             free_size=self._free_size_of_host,
+            rule=rule,
         )
 
     async def _wait_parked(
@@ -536,12 +738,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         fallback_master: bool,
         timeout: float,
         failures: dict[int, str],
+        rule: ReadRule | None = None,
     ) -> NoHostAvailableError:
         self._raise_config_error()  # not an outage: no host will ever do
+        replica = "a replica" if rule is None else f"a replica {rule.describe()}"
         wanted = (
-            "a replica" + (" or the primary" if fallback_master else "")
-            if read_only
-            else "the primary"
+            replica + (" or the primary" if fallback_master else "") if read_only else "the primary"
         )
         hosts = []
         for host in self._board.current:
@@ -582,28 +784,30 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         await: the bookkeeping needs no frame of its own, on a path every
         connection takes.
         """
-        if block_exit:
+        scope = current_scope()
+        if block_exit or scope is not None:
             held = self._borrowed.get(id(connection))
-            ending = None if held is None else self._driver.end_of_use(held[0], error)
-            if ending is not None:
-                # Still recorded while it runs, so close() waits for it and
-                # terminate() can cut it; its error reaches the caller once
-                # the connection is back in its pool.
-                async def end_then_give_back() -> None:
-                    try:
-                        await ending
-                    except BaseException as ending_error:
-                        await self._give_back(connection, ending_error, False, **kwargs)
-                        raise
-                    await self._give_back(connection, error, False, **kwargs)
+            if held is not None:
+                ending = self._driver.end_of_use(held[0], error) if block_exit else None
+                noting = error is None and self._notes_position(scope, held[0], held[2])
+                if ending is not None or noting:
+                    return self._end_then_give_back(
+                        held[0], error, ending, scope if noting else None, kwargs
+                    )
+        return self._release_recorded(connection, error, kwargs)
 
-                return end_then_give_back()
+    def _release_recorded(
+        self, connection: ConnT | None, error: BaseException | None, kwargs: dict[str, Any]
+    ) -> Awaitable[None]:
+        """The release itself, once nothing is left to do before it (see :meth:`_give_back`)."""
         # Forgotten before the driver can hand it to the next caller, whose
         # record would otherwise be the one deleted. (A record holds its
         # connection alive, so no other object can have the same id.)
         record = self._borrowed.pop(id(connection), None)
         if record is None:
             return _nothing()
+        if self._reads_on_primary:
+            self._reads_on_primary.discard(id(connection))
         connection, pool, index = record
         self._in_use[index] -= 1
         self._returned[index] += 1
@@ -617,6 +821,72 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         ):
             self._check_now(index)
         return self._release_guarded(connection, pool, kwargs, index)
+
+    def _notes_position(
+        self, scope: ReadYourWrites | None, connection: ConnT, index: int
+    ) -> bool:
+        """True when giving back a connection to host ``index`` must record a position in
+        ``scope``: the primary's (a write's token), or with ``monotonic`` a replica's."""
+        if scope is None:
+            return False
+        snapshot = self._board.current
+        host = snapshot.hosts[index]
+        if snapshot.is_primary(host):
+            return id(connection) not in self._reads_on_primary
+        return scope.monotonic and snapshot.is_replica(host)
+
+    async def _end_then_give_back(
+        self,
+        connection: ConnT,
+        error: BaseException | None,
+        ending: Awaitable[None] | None,
+        scope: ReadYourWrites | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        """What must happen before the release, then the release.
+
+        The driver's end of use first (psycopg commits), then, inside a
+        read-your-writes scope, the position the next reads must reach. The
+        connection stays recorded meanwhile, so ``close()`` waits for it and
+        ``terminate()`` can cut it; an error of the commit reaches the caller
+        once the connection is back in its pool.
+        """
+        if ending is not None:
+            try:
+                await ending
+            except BaseException as ending_error:
+                await self._release_recorded(connection, ending_error, kwargs)
+                raise
+        if scope is not None:
+            await self._note_position(connection, scope)
+        await self._release_recorded(connection, error, kwargs)
+
+    async def _note_position(self, connection: ConnT, scope: ReadYourWrites) -> None:
+        """Record in ``scope`` where this connection's host is: a write's token, or a floor."""
+        record = self._borrowed.get(id(connection))
+        if record is None:
+            return
+        snapshot = self._board.current
+        host = snapshot.hosts[record[2]]
+        try:
+            if snapshot.is_primary(host):
+                row = await self._driver.fetch_row(connection, WRITE_TOKEN_QUERY)
+                scope.remember(token_from_row(row))
+            elif scope.token is not None or host.system_identifier is not None:
+                row = await self._driver.fetch_row(connection, _REPLAY_POSITION_QUERY)
+                lsn = parse_lsn(row[0] if row else None)
+                if lsn is not None and host.system_identifier is not None:
+                    timeline = snapshot.primaries[0].timeline if snapshot.primaries else None
+                    if timeline is not None:
+                        scope.remember(
+                            WriteToken(host.system_identifier & _UINT64, timeline, lsn)
+                        )
+        except Exception as error:
+            if snapshot.is_primary(host):
+                # The write may have landed; without its position only the
+                # primary can be trusted with the scope's reads.
+                scope.unknown_write = True
+            logger.debug("pgrouter: no position for read-your-writes: %r", error)
 
     def _release_guarded(
         self, connection: ConnT, pool: PoolT, kwargs: dict[str, Any], index: int = -1
@@ -751,6 +1021,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         index = self._index_of_pool(pool) if _index is None else _index
         if id(connection) not in self._borrowed:
             self._in_use[index] += 1
+            if self._in_use[index] == 1:
+                self._checkers[index].work_started()
         self._borrowed[id(connection)] = (connection, pool, index)
 
     def _check_now(self, index: int) -> None:
@@ -1023,6 +1295,28 @@ def _is_busy(in_use: list[int], index: int) -> bool:
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
     """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
     return snapshot.hosts[host.index].check_count > host.check_count
+
+
+def _most_advanced(snapshot: TopologySnapshot, rule: ReadRule) -> int | None:
+    """The highest replayed position among the replicas ``rule`` allows, if any."""
+    positions = [
+        replica.wal_lsn
+        for replica in snapshot.replicas
+        if replica.wal_lsn is not None and serves(replica, rule)
+    ]
+    return max(positions, default=None)
+
+
+def _read_rule(max_lag_bytes: Any, max_lag_seconds: Any) -> ReadRule | None:
+    """The rule for these bounds (checked by name), ``None`` for no bound at all."""
+    if max_lag_bytes is None and max_lag_seconds is None:
+        return None
+    if max_lag_bytes is not None and (
+        isinstance(max_lag_bytes, bool) or not isinstance(max_lag_bytes, int) or max_lag_bytes < 0
+    ):
+        raise ValueError(f"max_lag_bytes must be an int >= 0, got {max_lag_bytes!r}")
+    seconds = arguments.optional_seconds("max_lag_seconds", max_lag_seconds, zero=True)
+    return ReadRule(max_lag_bytes=max_lag_bytes, max_lag_seconds=seconds)
 
 
 def _balancer_of(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from .alarms import AlarmClock
 from .bounded import wait_event
 from .dsn import HostDsn
+from .wal_history import WalHistory
 
 
 class HostRole(enum.Enum):
@@ -53,6 +54,10 @@ class HostState:
     last_error: str | None = None  # why the last check failed (redacted), None if it passed
     checked_at: float | None = None  # time.monotonic() of the last finished check
     check_count: int = 0  # finished checks, pass or fail
+    # A replica's lag, set by the board on every publish (None: not a replica,
+    # or not measurable, as on another timeline). See wal_history.py.
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
 
     @property
     def address(self) -> str:
@@ -88,7 +93,12 @@ class HostState:
             return f"{self.address}: {self.role.value}, pool not open yet"
         latency = f", {self.latency * 1000:.1f} ms" if self.latency is not None else ""
         suspect = ", slow to answer its check" if self.suspect else ""
-        return f"{self.address}: {self.role.value}{latency}{suspect}"
+        lag = ""
+        if self.lag_bytes is not None:
+            lag = f", lag {self.lag_bytes} B"
+            if self.lag_seconds is not None:
+                lag += f" / {self.lag_seconds:.2f} s"
+        return f"{self.address}: {self.role.value}{latency}{lag}{suspect}"
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,10 @@ class TopologySnapshot:
         ]
 
     @functools.cached_property
+    def replica_indices(self) -> frozenset[int]:
+        return frozenset(host.index for host in self.replicas)
+
+    @functools.cached_property
     def unusable(self) -> frozenset[int]:
         """Hosts whose connections must not be reset through their socket, only cut.
 
@@ -194,21 +208,26 @@ class TopologySnapshot:
         return any(primary.index == host.index for primary in self.primaries)
 
     def is_replica(self, host: HostState) -> bool:
-        return any(replica.index == host.index for replica in self.replicas)
+        return host.index in self.replica_indices
 
     def replication_lag_bytes(self, host: HostState) -> int | None:
         """How far a replica's replay is behind the primary, in WAL bytes.
 
         Both positions come from checks made at slightly different times, so
         this is an estimate good to about one check interval of traffic.
+        While no primary is reachable: against the last position seen.
         """
-        primaries = self.primaries
-        if not self.is_replica(host) or host.wal_lsn is None or not primaries:
-            return None
-        primary_lsn = primaries[0].wal_lsn
-        if primary_lsn is None or self.follows_another_timeline(host):
-            return None
-        return max(0, primary_lsn - host.wal_lsn)
+        return self.hosts[host.index].lag_bytes
+
+    def replication_lag_seconds(self, host: HostState) -> float | None:
+        """How long ago the primary was where this replica is now, in seconds.
+
+        Estimated from the primary's positions over time (:mod:`pgrouter.wal_history`),
+        to one check interval. Stays near 0 on an idle primary with caught-up
+        replicas. While no primary is reachable it grows with the time since
+        one was last seen: the primary may have written since, unseen.
+        """
+        return self.hosts[host.index].lag_seconds
 
     def follows_another_timeline(self, host: HostState) -> bool:
         """True when a replica is known to stream a timeline other than the primary's.
@@ -256,8 +275,10 @@ class TopologyBoard:
             hosts=tuple(HostState(index=i, dsn=dsn) for i, dsn in enumerate(dsns))
         )
         self._changed = asyncio.Event()
-        # The host writes went to last (kept while no host is primary).
+        # The host writes went to last (kept while no host is primary), and its
+        # positions over time, for lag in seconds.
         self._writer: int | None = None
+        self._history = WalHistory()
         self._listeners: list[Callable[[TopologySnapshot, TopologySnapshot], None]] = []
         # Waiting rooms (see wait_for): room key -> (predicate, its waiters' futures),
         # and one loop timer for all their deadlines.
@@ -337,6 +358,8 @@ class TopologyBoard:
                     superseded=frozenset(superseded),
                 )
             self._writer = writer
+            self._history.clear()
+        new = self._with_lags(new, state)
         self._snapshot = new
         for listener in self._listeners:
             listener(old, new)
@@ -355,6 +378,50 @@ class TopologyBoard:
 
     def update(self, index: int, **changes: object) -> TopologySnapshot:
         return self.publish(replace(self._snapshot.hosts[index], **changes))  # type: ignore[arg-type]
+
+    def _with_lags(self, snapshot: TopologySnapshot, checked: HostState) -> TopologySnapshot:
+        """``snapshot`` with every replica's lag, after recording the writer's new position."""
+        primaries = snapshot.primaries
+        writer = primaries[0] if primaries else None
+        if (
+            writer is not None
+            and writer.index == checked.index
+            and writer.wal_lsn is not None
+            and writer.checked_at is not None
+        ):
+            self._history.record(writer.checked_at, writer.wal_lsn)
+        latest = self._history.latest
+        hosts = list(snapshot.hosts)
+        changed = False
+        for host in snapshot.hosts:
+            lag_bytes, lag_seconds = None, None
+            if (
+                host.index in snapshot.replica_indices
+                and host.wal_lsn is not None
+                and latest is not None
+                and not snapshot.follows_another_timeline(host)
+            ):
+                reference = (
+                    latest[1] if writer is None or writer.wal_lsn is None else writer.wal_lsn
+                )
+                lag_bytes = max(0, reference - host.wal_lsn)
+                at = host.checked_at if host.checked_at is not None else latest[0]
+                lag_seconds = self._history.lag_seconds(host.wal_lsn, at)
+                last_seen = self._history.last_seen
+                if writer is None and lag_seconds is not None and last_seen is not None:
+                    # Unseen writes may have happened since the primary's last check.
+                    lag_seconds += max(0.0, at - last_seen)
+            if (lag_bytes, lag_seconds) != (host.lag_bytes, host.lag_seconds):
+                hosts[host.index] = replace(host, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+                changed = True
+        if not changed:
+            return snapshot
+        return TopologySnapshot(
+            hosts=tuple(hosts),
+            version=snapshot.version,
+            newest_timeline=snapshot.newest_timeline,
+            superseded=snapshot.superseded,
+        )
 
     async def wait_for(
         self,

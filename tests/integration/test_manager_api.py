@@ -370,6 +370,13 @@ async def test_the_primary_gets_a_heartbeat_check(
         idle = pm.topology.hosts[primary.index].check_count
         await asyncio.sleep(0.3)
         assert pm.topology.hosts[primary.index].check_count == idle
+        # A connection taken from the pool directly counts as work too.
+        (pool,) = await pm.get_master_pools()
+        async with pm.acquire_from_pool(pool):
+            await wait_until(
+                lambda: pm.topology.hosts[primary.index].check_count >= idle + 5,
+                what="heartbeat checks while a connection from acquire_from_pool() is in use",
+            )
     async with manager_cls(shared_cluster.dsn(), refresh_delay=30, primary_heartbeat=None) as pm:
         await pm.ready()
         counts = [host.check_count for host in pm.topology]

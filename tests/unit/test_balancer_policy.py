@@ -157,8 +157,21 @@ async def test_board_wakes_waiters_on_the_next_snapshot() -> None:
 
 
 def test_snapshot_lag_estimate() -> None:
-    primary = HostState(index=0, dsn=HostDsn(host="h0", port=1), role=P, healthy=True, wal_lsn=1000)
-    replica = HostState(index=1, dsn=HostDsn(host="h1", port=1), role=R, healthy=True, wal_lsn=400)
-    snapshot = TopologySnapshot(hosts=(primary, replica))
+    """The board measures each replica's lag when it publishes, in bytes and in seconds."""
+    board = TopologyBoard([HostDsn(host="h0", port=1), HostDsn(host="h1", port=1)])
+    board.update(0, role=P, healthy=True, wal_lsn=400, checked_at=10.0, check_count=1)
+    board.update(0, role=P, healthy=True, wal_lsn=1000, checked_at=11.0, check_count=2)
+    snapshot = board.update(1, role=R, healthy=True, wal_lsn=400, checked_at=13.0, check_count=1)
+    primary, replica = snapshot.hosts
     assert snapshot.replication_lag_bytes(replica) == 600
     assert snapshot.replication_lag_bytes(primary) is None
+    # The primary was first seen past 400 at 11.0; the replica was checked at 13.0.
+    assert snapshot.replication_lag_seconds(replica) == pytest.approx(2.0)
+    caught_up = board.update(1, role=R, healthy=True, wal_lsn=1000, checked_at=14.0, check_count=2)
+    assert caught_up.replication_lag_seconds(caught_up.hosts[1]) == 0.0
+    # No primary reachable: measured against its last position, and the time
+    # since it was last seen counts as lag (unseen writes may have happened).
+    board.update(0, role=HostRole.UNKNOWN, healthy=False, checked_at=15.0, check_count=3)
+    alone = board.update(1, role=R, healthy=True, wal_lsn=1000, checked_at=16.0, check_count=3)
+    assert alone.replication_lag_bytes(alone.hosts[1]) == 0
+    assert alone.replication_lag_seconds(alone.hosts[1]) == pytest.approx(5.0)

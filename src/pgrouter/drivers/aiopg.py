@@ -89,6 +89,15 @@ class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
         close_if_mid_query(connection)
         await pool.release(connection, **kwargs)
 
+    async def fetch_row(self, connection: aiopg.Connection, query: str) -> tuple[Any, ...]:
+        cursor = await connection.cursor()
+        try:
+            await cursor.execute(query)
+            row = await cursor.fetchone()
+        finally:
+            cursor.close()
+        return tuple(row or ())
+
     def abort(self, connection: aiopg.Connection) -> None:
         _cut.add(connection)
         super().abort(connection)

@@ -70,6 +70,11 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     def max_size(self, pool: Engine) -> int:
         return int(pool.maxsize or UNBOUNDED)
 
+    async def fetch_row(self, connection: SAConnection, query: str) -> tuple[Any, ...]:
+        result = await connection.execute(query)
+        row = await result.first()
+        return tuple(row or ())
+
     def abort(self, connection: SAConnection) -> None:
         if connection.connection is not None:
             self._plain.abort(connection.connection)

@@ -84,6 +84,9 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
             kwargs.setdefault("timeout", RELEASE_TIMEOUT)
         return _release_settled(pool.release(connection, **kwargs), connection)
 
+    async def fetch_row(self, connection: Any, query: str) -> tuple[Any, ...]:
+        return tuple(await connection.fetchrow(query))
+
     def abort(self, connection: Any) -> None:
         with contextlib.suppress(pg_errors.InterfaceError):  # already back in the pool
             connection.terminate()

@@ -80,6 +80,16 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
             await connection.close()
         await pool.putconn(connection)
 
+    async def fetch_row(
+        self, connection: psycopg.AsyncConnection[Any], query: str
+    ) -> tuple[Any, ...]:
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        cursor = await connection.execute(query)
+        row = await cursor.fetchone()
+        if idle and not connection.autocommit:
+            await connection.rollback()  # the query began a transaction: end it
+        return tuple(row or ())
+
     def abort(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._cut.add(connection)
         super().abort(connection)

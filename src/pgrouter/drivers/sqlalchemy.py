@@ -94,6 +94,14 @@ class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnect
         overflow = int(sync_pool._max_overflow)
         return UNBOUNDED if overflow < 0 else int(sync_pool.size()) + overflow
 
+    async def fetch_row(self, connection: AsyncConnection, query: str) -> tuple[Any, ...]:
+        began = not connection.in_transaction()
+        result = await connection.exec_driver_sql(query)
+        row = result.first()
+        if began:
+            await connection.rollback()  # SQLAlchemy began a transaction for it: end it
+        return tuple(row or ())
+
     def abort(self, connection: AsyncConnection) -> None:
         # The asyncpg connection under SQLAlchemy's adapter: terminate() drops
         # its transport at once; the pool invalidates it when its reset fails.

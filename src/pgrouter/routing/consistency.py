@@ -1,0 +1,130 @@
+"""Read-your-writes: the scope that carries a write's token to the reads after it.
+
+``with pgrouter.read_your_writes():`` opens a scope (a request, a task): every
+primary connection given back inside it records a :class:`WriteToken` (one
+extra query, only inside a scope), and every read inside it asks for a host
+that has replayed the newest one. With ``monotonic=True`` a replica read also
+records the position it read at, so reads in the scope never go back in time.
+:func:`current_token` gives the token to carry elsewhere (a cookie, a task's
+headers); :func:`route_for_token` is the decision every face makes for a read
+that carries one.
+
+The scope lives in a :class:`~contextvars.ContextVar`: a task or thread
+outside it never sees it. Tasks created *inside* the scope share it, by
+design: the scope is one unit of work, and a write in a child task must be
+seen by the reads that follow it in the parent. A nested scope starts with
+the outer scope's token and hands its own back to the outer scope when it ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..topology import TopologySnapshot
+from .tokens import WriteToken, newest
+
+
+class ReadYourWrites:
+    """One read-your-writes scope: the newest token seen in it.
+
+    ``unknown_write`` is set when a write in the scope could not be given a
+    token (the query failed): the scope's reads then go to the primary, the
+    one host sure to have it.
+    """
+
+    __slots__ = ("monotonic", "token", "unknown_write")
+
+    def __init__(self, monotonic: bool, token: WriteToken | None = None) -> None:
+        self.monotonic = monotonic
+        self.token = token
+        self.unknown_write = False
+
+    def remember(self, token: WriteToken) -> None:
+        self.token = newest(self.token, token)
+
+    def __repr__(self) -> str:
+        return f"<ReadYourWrites token={self.token} monotonic={self.monotonic}>"
+
+
+_scope: contextvars.ContextVar[ReadYourWrites | None] = contextvars.ContextVar(
+    "pgrouter_read_your_writes", default=None
+)
+
+#: The manager asks this on every release: no scope, no cost beyond the lookup.
+current_scope = _scope.get
+
+
+@contextmanager
+def read_your_writes(monotonic: bool = False) -> Iterator[ReadYourWrites]:
+    """A scope in which reads see the writes made before them (see the module docstring)."""
+    outer = _scope.get()
+    scope = ReadYourWrites(
+        monotonic or (outer is not None and outer.monotonic),
+        None if outer is None else outer.token,
+    )
+    scope.unknown_write = outer is not None and outer.unknown_write
+    reset = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(reset)
+        if outer is not None:
+            if scope.token is not None:
+                outer.remember(scope.token)
+            outer.unknown_write |= scope.unknown_write
+
+
+def current_token() -> WriteToken | None:
+    """The newest token of the current scope, ``None`` outside one (or before a write)."""
+    scope = _scope.get()
+    return None if scope is None else scope.token
+
+
+class TokenRoute(enum.Enum):
+    """How a read that carries a token is served."""
+
+    IGNORE = "ignore"  # a token of another cluster: read as if it had none
+    REPLICA = "replica"  # a replica that has replayed it (or may, within causal_wait)
+    PRIMARY = "primary"  # only the primary can be trusted to have it
+
+
+def route_for_token(snapshot: TopologySnapshot, token: WriteToken) -> TokenRoute:
+    """Where a read after ``token`` may go, on ``snapshot``.
+
+    - Another cluster (its system identifier is not this one's): the token
+      says nothing about this cluster, so the read goes as if it had none.
+      It never waits for a position this cluster will never have.
+    - An older timeline than the primary's (the write was made before a
+      failover): whether it survived the failover is the primary's to say;
+      replica positions on the new timeline do not compare. The primary.
+    - A newer timeline than the primary's known one: only the primary
+      (once checked again) can have it. The primary.
+    - Otherwise a replica: one already past it, or one asked on its own
+      connection for up to ``causal_wait``, then the primary. A token ahead of
+      every position (forged, or of a write not yet checked) ends there too:
+      it costs at most ``causal_wait``, never a hang or an error.
+    """
+    system_identifier = next(
+        (host.system_identifier for host in snapshot if host.healthy and host.system_identifier),
+        None,
+    )
+    if system_identifier is not None and not token.is_from(system_identifier):
+        return TokenRoute.IGNORE
+    primaries = snapshot.primaries
+    timeline = primaries[0].timeline if primaries else snapshot.newest_timeline
+    if timeline is not None and token.timeline != timeline:
+        return TokenRoute.PRIMARY
+    return TokenRoute.REPLICA
+
+
+__all__ = [
+    "ReadYourWrites",
+    "TokenRoute",
+    "current_scope",
+    "current_token",
+    "read_your_writes",
+    "route_for_token",
+]
