@@ -114,6 +114,23 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     def release(self, pool: PoolT, connection: ConnT, **kwargs: Any) -> Awaitable[None]:
         """Give a connection back to the pool it came from (any awaitable, as :meth:`acquire`)."""
 
+    def hung_up(self, connection: ConnT) -> bool:
+        """True when a connection just handed over was already ended by its server,
+        though the driver does not know yet (asyncpg's window; see its driver).
+
+        The manager then cuts it and takes another. Called on every acquire:
+        the default, for drivers with no such window, answers at once.
+        """
+        return False
+
+    def release_failed_benignly(self, connection: ConnT, error: BaseException) -> bool:
+        """True when a failed release only says the connection was closed already.
+
+        The caller's work was done, and the pool has it back: the release ends
+        quietly. Asked only when a release raises.
+        """
+        return False
+
     @abc.abstractmethod
     async def fetch_row(self, connection: ConnT, query: str) -> tuple[Any, ...]:
         """Run ``query`` (no parameters) on a borrowed connection; its first row.

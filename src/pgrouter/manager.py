@@ -114,6 +114,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 f"got {type(pool_factory_kwargs).__name__}"
             )
         self._balancer = _balancer_of(balancer_policy)
+        # Whether the driver has anything to do at the end of `async with`
+        # (psycopg commits); asked on every exit, so known once.
+        self._ends_use = type(driver).end_of_use is not Driver.end_of_use
         if staleness is not None:
             if max_lag_bytes is not None or max_lag_seconds is not None:
                 raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
@@ -569,11 +572,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if connection is None:
                 failures[host.index] = "left the rotation while we waited for its pool"
                 continue
-            if pool is not self._checkers[host.index].pool:
+            if pool is not self._checkers[host.index].pool or self._driver.hung_up(connection):
                 # The pool was cut (its host superseded) or replaced while the
                 # driver was still handing this over, say from a connect that
-                # a frozen server finished at its thaw: never let it be used.
-                failures[host.index] = "its pool was cut while we waited for it"
+                # a frozen server finished at its thaw; or its server already
+                # ended it: never let it be used. Its pool reconnects.
+                failures[host.index] = "its pool was cut, or its server ended the connection"
                 self._driver.abort(connection)
                 self._in_background(self._return_to_pool(connection, pool, {}, host.index))
                 continue
@@ -788,8 +792,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if block_exit or scope is not None:
             held = self._borrowed.get(id(connection))
             if held is not None:
-                ending = self._driver.end_of_use(held[0], error) if block_exit else None
-                noting = error is None and self._notes_position(scope, held[0], held[2])
+                ending = (
+                    self._driver.end_of_use(held[0], error)
+                    if block_exit and self._ends_use
+                    else None
+                )
+                noting = (
+                    scope is not None
+                    and error is None
+                    and self._notes_position(scope, held[0], held[2])
+                )
                 if ending is not None or noting:
                     return self._end_then_give_back(
                         held[0], error, ending, scope if noting else None, kwargs
@@ -915,6 +927,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         token = self._releasing.begin(connection, index)
         try:
             await self._driver.release(pool, connection, **kwargs)
+        except Exception as error:
+            if not self._driver.release_failed_benignly(connection, error):
+                raise
+            logger.debug("pgrouter: released a connection its server had ended: %s", error)
         except asyncio.CancelledError:
             # Only a driver whose release shields itself gets here (the others
             # run under finish_despite_cancellation): its release goes on

@@ -29,6 +29,10 @@ class HostRole(enum.Enum):
     PRIMARY = "primary"
     REPLICA = "replica"
 
+    # Members are singletons compared by identity: hash them in C, not through
+    # Enum's Python-level __hash__ (roles key the waits parked on every pool).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class HostState:

@@ -26,8 +26,6 @@ import pytest
 from helpers import wait_until
 
 from pgrouter.asyncpg import PoolManager
-from pgrouter.drivers.asyncpg import AsyncpgDriver
-from pgrouter.dsn import split_dsn
 from pgrouter.eager import start
 from pgrouter.testing import LocalCluster, Node
 
@@ -99,21 +97,18 @@ async def test_abort_of_a_connection_whose_release_has_started(one_node: LocalCl
     # What the manager does to a release in flight when its host is declared
     # down or superseded: abort() lands between Pool.release() and the first
     # step of the task it shields the reset in.
-    driver = AsyncpgDriver()
-    pool = await driver.create_pool(split_dsn(one_node.dsn())[0], **ONE_CONNECTION)
-    try:
-        connection = await driver.acquire(pool, None)
-        rest, _ = start(driver.release(pool, connection))
+    async with PoolManager(one_node.dsn(), pool_factory_kwargs=ONE_CONNECTION) as pm:
+        await pm.ready()
+        connection = await pm.acquire_master()
+        rest, _ = start(pm.release(connection))
         assert rest is not None  # waiting for the shielded reset
-        driver.abort(connection)
+        pm._driver.abort(connection)
         # Was InternalClientError: PoolConnectionHolder.release() called on a free
         # connection holder (asyncpg took the holder back when the connection ended).
         await rest
-        connection = await driver.acquire(pool, None)
-        assert await connection.fetchval("SELECT 1") == 1
-        await driver.release(pool, connection)
-    finally:
-        await driver.close_pool(pool)
+        async with pm.acquire_master() as connection:
+            assert await connection.fetchval("SELECT 1") == 1
+        await pool_whole(pm)
 
 
 async def pool_whole(pm: PoolManager) -> None:

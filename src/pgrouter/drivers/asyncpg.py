@@ -21,11 +21,15 @@ it is, as it does a few loop iterations later:
 A release that fails with an ``InternalClientError`` after asyncpg took the
 connection back, closed, ends quietly: the caller's work was done, and asyncpg
 releases a connection it already knows closed without a word.
+
+Both are hooks the manager calls (:meth:`~pgrouter.driver.Driver.hung_up` on
+every connection handed over, :meth:`~pgrouter.driver.Driver.release_failed_benignly`
+only when a release fails), so a successful acquire or release pays no extra
+frame of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import select
@@ -57,6 +61,61 @@ CONNECT_TIMEOUT = 5.0
 RELEASE_TIMEOUT = 10.0
 
 
+def hung_up(connection: Any) -> bool:
+    """True when the server has ended the connection but asyncpg does not know yet.
+
+    Its transport has read the end of stream (closing, ``connection_lost()``
+    not called yet), or the end of stream has reached the socket, read or not.
+    Asked on every acquire: a few attribute reads and one ``poll()``.
+    """
+    transport = connection._con._transport  # the pool's proxy; a fresh acquire has one
+    if transport is None:
+        return False  # asyncpg knows it is closed: its pool does the right thing
+    if transport.is_closing():
+        return True
+    # Selector transports keep their socket as _sock; get_extra_info() is the
+    # public, slower way for any other.
+    sock = getattr(transport, "_sock", None) or transport.get_extra_info("socket")
+    return sock is not None and _server_hung_up(sock.fileno())
+
+
+#: Linux's poll() event for the peer's end of stream, seen even behind unread data.
+_PEER_HUNG_UP = getattr(select, "POLLRDHUP", 0)
+#: What the probe asks poll() for; elsewhere readable (POLLIN) only says that
+#: something waits, and a peek tells whether it is the end of stream.
+_WATCHED = _PEER_HUNG_UP or getattr(select, "POLLIN", 0)
+_ENDED = _PEER_HUNG_UP | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
+_HAS_POLL = hasattr(select, "poll")
+
+
+def _server_hung_up(fd: int) -> bool:
+    """Whether socket ``fd`` holds the server's end of stream (or an error), without reading.
+
+    One ``poll()`` with no wait, about a microsecond: paid on every acquire.
+    """
+    if not _HAS_POLL:
+        return False  # Windows: the transport's closing state is all we see
+    poller = select.poll()  # (a kept poller would need a lock: pools may live in threads)
+    poller.register(fd, _WATCHED)
+    ready = poller.poll(0)
+    if not ready:
+        return False  # the usual idle connection
+    if ready[0][1] & _ENDED:
+        return True
+    # A message ahead of the end of stream (a FATAL not read yet) is fine:
+    # asyncpg reads it during the next query and reports the connection lost.
+    peek = socket.socket(fileno=fd)  # over the driver's descriptor, detached below
+    try:
+        peek.setblocking(False)
+        return peek.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # reset by the peer
+    finally:
+        peek.detach()
+
+
 class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     name = "asyncpg"
     # asyncpg puts the holder back in its queue when an acquire is cancelled.
@@ -73,7 +132,7 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
     def acquire(self, pool: asyncpg.Pool, timeout: float | None, **kwargs: Any) -> Awaitable[Any]:
         # The manager passes no timeout on Python 3.11+: it bounds waits with
         # its alarm clock (alarms.py).
-        return _acquire_live(pool, timeout, kwargs)
+        return pool.acquire(timeout=timeout, **kwargs)  # type: ignore[no-any-return]
 
     def release(self, pool: asyncpg.Pool, connection: Any, **kwargs: Any) -> Awaitable[None]:
         # No timeout for asyncpg's reset (that would be a loop timer per
@@ -82,10 +141,20 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
             # There the manager passes asyncpg its acquire timeouts (100 ms
             # slices on a full pool), and asyncpg would reuse one for the reset.
             kwargs.setdefault("timeout", RELEASE_TIMEOUT)
-        return _release_settled(pool.release(connection, **kwargs), connection)
+        return pool.release(connection, **kwargs)  # type: ignore[no-any-return]
 
     async def fetch_row(self, connection: Any, query: str) -> tuple[Any, ...]:
         return tuple(await connection.fetchrow(query))
+
+    # The module function itself: no method frame on every acquire.
+    hung_up = staticmethod(hung_up)  # type: ignore[assignment]
+
+    def release_failed_benignly(self, connection: Any, error: BaseException) -> bool:
+        # The two windows of the module docstring: asyncpg took the connection
+        # back, closed, and then failed its own reset of it.
+        return isinstance(error, pg_errors.InternalClientError) and (
+            getattr(connection, "_con", None) is None
+        )
 
     def abort(self, connection: Any) -> None:
         with contextlib.suppress(pg_errors.InterfaceError):  # already back in the pool
@@ -132,84 +201,3 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
             return True
         # asyncpg reports a connection closed under a query as InterfaceError.
         return isinstance(error, pg_errors.InterfaceError) and "closed" in str(error)
-
-
-async def _acquire_live(pool: asyncpg.Pool, timeout: float | None, kwargs: dict[str, Any]) -> Any:
-    """``pool.acquire()``, passing by connections the server has hung up on (module docstring)."""
-    connection = await pool.acquire(timeout=timeout, **kwargs)
-    if not _hung_up(connection):
-        return connection
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    # Terminated, its holder goes back to the pool, which hands holders out
-    # last in, first out: the next acquire reconnects it. Bounded, in case a
-    # server keeps ending sessions as soon as they start.
-    for _ in range(pool.get_max_size()):
-        connection.terminate()
-        left = None if deadline is None else max(deadline - loop.time(), 0)
-        connection = await pool.acquire(timeout=left, **kwargs)
-        if not _hung_up(connection):
-            break
-    return connection
-
-
-async def _release_settled(releasing: Awaitable[None], connection: Any) -> None:
-    """Await asyncpg's release; its own error for a connection it took back closed ends it."""
-    try:
-        await releasing
-    except pg_errors.InternalClientError as error:
-        if getattr(connection, "_con", None) is not None:
-            raise  # still the caller's: not one of the two windows
-        logger.debug("pgrouter: released a connection its server had ended (asyncpg: %s)", error)
-
-
-def _hung_up(connection: Any) -> bool:
-    """True when the server has ended the connection but asyncpg does not know yet.
-
-    Its transport has read the end of stream (closing, ``connection_lost()``
-    not called yet), or the end of stream has reached the socket, read or not.
-    """
-    plain = connection._con  # the pool's proxy; a fresh acquire always has one
-    transport = plain._transport
-    if plain.is_closed() or transport is None:
-        return False  # asyncpg knows: its pool does the right thing
-    if transport.is_closing():
-        return True
-    sock = transport.get_extra_info("socket")
-    return sock is not None and _server_hung_up(sock.fileno())
-
-
-#: Linux's poll() event for the peer's end of stream, seen even behind unread data.
-_PEER_HUNG_UP = getattr(select, "POLLRDHUP", 0)
-#: What the probe asks poll() for; elsewhere readable (POLLIN) only says that
-#: something waits, and a peek tells whether it is the end of stream.
-_WATCHED = _PEER_HUNG_UP or getattr(select, "POLLIN", 0)
-_ENDED = _PEER_HUNG_UP | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
-
-
-def _server_hung_up(fd: int) -> bool:
-    """Whether socket ``fd`` holds the server's end of stream (or an error), without reading.
-
-    One ``poll()`` with no wait, about a microsecond: paid on every acquire.
-    """
-    if not hasattr(select, "poll"):
-        return False  # Windows: the transport's closing state is all we see
-    poller = select.poll()
-    poller.register(fd, _WATCHED)
-    ready = poller.poll(0)
-    if not ready:
-        return False  # the usual idle connection
-    if ready[0][1] & _ENDED:
-        return True
-    # A message ahead of the end of stream (a FATAL not read yet) is fine:
-    # asyncpg reads it during the next query and reports the connection lost.
-    peek = socket.socket(fileno=fd)  # over the driver's descriptor, detached below
-    try:
-        peek.setblocking(False)
-        return peek.recv(1, socket.MSG_PEEK) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # reset by the peer
-    finally:
-        peek.detach()
