@@ -951,18 +951,30 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         read_only: bool,
         fallback_master: bool | None = None,
         master_as_replica_weight: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
     ) -> PoolT | None:
-        """The pool the balancer would pick now, or ``None`` (does not wait)."""
+        """The pool the balancer would pick now, or ``None`` (does not wait).
+
+        A read honours the lag bounds (the manager's, or these) and pins.
+        """
         self._raise_if_closed()
         self._start()
         weight = 0.0
         if master_as_replica_weight is not None:
             weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
+        rule = self._read_rule
+        if max_lag_bytes is not None or max_lag_seconds is not None:
+            rule = _read_rule(max_lag_bytes, max_lag_seconds)
+        if read_only and reads_go_to_primary(self._name):
+            read_only = False
         host = self._pick(
             self._board.current,
             read_only,
             self._fallback_master if fallback_master is None else fallback_master,
             weight if read_only else 0.0,
+            rule if read_only else None,
         )
         return None if host is None else self._checkers[host.index].pool
 

@@ -66,6 +66,10 @@ async def test_a_lag_bound_keeps_reads_off_a_paused_replica(
                 assert await server_port(conn) == live.port
         lagging = next(h for h in pm.topology if h.dsn.port == paused.port)
         assert pm.topology.replication_lag_seconds(lagging) > 0.5
+        live_pool = next(pm.pools[h.index] for h in pm.topology if h.dsn.port == live.port)
+        for _ in range(10):
+            assert await pm.get_pool(True, max_lag_bytes=0) in (live_pool, None)
+            assert await pm.get_pool(True) is live_pool
     # Without a bound, the paused replica still serves (it is healthy).
     async with manager_cls(paused_cluster.dsn(), **FAST) as pm:
         await pm.ready()
