@@ -535,12 +535,23 @@ def _port(text: str, host: str, fail: _Fail) -> int | None:
     return int(text)
 
 
+#: "user:password@" at the start of a key=value host (see _conninfo_hosts).
+_USERINFO_IN_HOST = re.compile(r"^[^@]*:[^@]*@")
+
+
 def _conninfo_hosts(host_text: str, port_text: str, fail: _Fail) -> list[tuple[str, int]]:
     """libpq's lists: one port for all hosts, or one per host ('' meaning 5432)."""
     hosts = host_text.split(",") if host_text else [DEFAULT_HOST]
     for number, host in enumerate(hosts, 1):
         if not host:
             raise fail(f"host #{number} of {host_text!r} is empty")
+        if not host.startswith("/") and _USERINFO_IN_HOST.search(host):
+            # user:password@host pasted into host=: no host name looks like it,
+            # and quoting it would log the password. Say what, not the text.
+            raise fail(
+                f"host #{number} contains '@' (user:password@host in host=?); give "
+                "user= and password= as their own keys"
+            )
     ports = port_text.split(",")
     if len(ports) == 1:
         ports *= len(hosts)

@@ -509,7 +509,8 @@ def test_split_random_url(
 
 any_host = st.one_of(
     url_hosts,
-    st.text(min_size=1).filter(lambda host: "," not in host),
+    # (user:password@host as a host is refused on purpose: see the test below)
+    st.text(min_size=1).filter(lambda host: "," not in host and not re.match("[^@]*:[^@]*@", host)),
     st.text().filter(lambda path: "," not in path).map(lambda path: "/" + path),
 )
 host_dsns = st.builds(
@@ -615,3 +616,12 @@ def test_parsed_hosts_never_show_the_password(password: str, form: str) -> None:
     for h in split_dsn(dsn):
         assert h.password == password
         assert password not in str(h) and password not in repr(h)
+
+
+@pytest.mark.parametrize(
+    "text", ["host=u:S3cretPw@h dbname=x", "host=db1,app:S3cretPw@db2 dbname=x"]
+)
+def test_user_and_password_pasted_into_host_is_refused_without_showing_them(text: str) -> None:
+    with pytest.raises(DsnError, match="contains '@'") as raised:
+        split_dsn(text)
+    assert "S3cretPw" not in str(raised.value)
