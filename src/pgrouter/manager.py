@@ -538,15 +538,18 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                         pool, None if on_alarms else max(deadline - loop.time(), 0), **kwargs
                     )
                     waiting, connection = start(acquiring) if free else (acquiring, None)
+                    idle = waiting is None
                     if waiting is not None:
                         connection = await self._wait_parked(
                             host, deadline if on_alarms else None, waiting
                         )
                 elif free:
+                    idle = True
                     connection = await self._driver.acquire(
                         pool, max(deadline - loop.time(), 0), **kwargs
                     )
                 else:
+                    idle = False
                     connection = await self._wait_in_slices(pool, host, deadline, kwargs)
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
@@ -572,11 +575,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if connection is None:
                 failures[host.index] = "left the rotation while we waited for its pool"
                 continue
-            if pool is not self._checkers[host.index].pool or self._driver.hung_up(connection):
+            if pool is not self._checkers[host.index].pool or (
+                idle and self._driver.hung_up(connection)
+            ):
                 # The pool was cut (its host superseded) or replaced while the
                 # driver was still handing this over, say from a connect that
-                # a frozen server finished at its thaw; or its server already
-                # ended it: never let it be used. Its pool reconnects.
+                # a frozen server finished at its thaw; or its server ended it
+                # while it sat idle in the pool: never let it be used; its pool
+                # reconnects. (A connection handed over after a wait was just
+                # given back by a caller, its reset a round trip ago: not asked.)
                 failures[host.index] = "its pool was cut, or its server ended the connection"
                 self._driver.abort(connection)
                 self._in_background(self._return_to_pool(connection, pool, {}, host.index))
