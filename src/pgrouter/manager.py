@@ -1,8 +1,9 @@
 """The pool manager: one pool per host, routed by role, health and balancer.
 
 Data path of an acquire, top to bottom in :meth:`BasePoolManager._acquire`:
-DSN split into hosts (at construction) -> each host's :class:`HostChecker`
-keeps its pool and publishes its state -> the current
+DSN split into hosts (at construction) -> the :class:`TopologyMonitor` checks
+each host and publishes its state (a :class:`PoolKeeper` per host opens its
+pool as the host is admitted) -> the current
 :class:`TopologySnapshot` -> the balancer picks a host (or we await the next
 snapshot) -> the driver takes a connection from that host's pool -> the
 connection is recorded with its pool, so :meth:`release` returns it there even
@@ -17,27 +18,28 @@ import functools
 import logging
 import sys
 import warnings
+import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any, Generic
 
 from . import arguments
 from .acquire import AcquireContext
+from .aio.pool_keeper import PoolKeeper
 from .alarms import AlarmClock, Deadline, HostLeft
 from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
 from .bounded import wait_event
-from .checker import HostChecker, describe_error
 from .driver import ConnT, Driver, PoolT, parse_lsn
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
-from .primary_watch import PrimaryWatch
+from .monitor import Admit, TopologyMonitor, describe_error
 from .release_bound import ReleaseBound
 from .routing.consistency import ReadYourWrites, TokenRoute, current_scope, route_for_token
 from .routing.pinning import reads_go_to_primary
 from .routing.reads import ANY_REPLICA, ReadRule, format_lsn, serves
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from .staleness import StalenessPolicy, bounds_of
-from .topology import HostRole, HostState, TopologyBoard, TopologySnapshot
+from .topology import HostRole, HostState, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
 
@@ -131,32 +133,36 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
         # ids of borrowed connections to the primary that were asked for as reads.
         self._reads_on_primary: set[int] = set()
-        self._board = TopologyBoard(self._hosts)
         # Per host index: connections handed out and not yet given back. The
         # primary's heartbeat runs only while it has some (idle costs nothing).
         self._in_use = [0] * len(self._hosts)
-        self._checkers: list[HostChecker[PoolT, ConnT]] = [
-            HostChecker(
+        # One pool keeper per host (its pools), following one monitor (what
+        # the cluster is), which admits a host through its keeper before it
+        # publishes it healthy.
+        self._keepers: list[PoolKeeper[PoolT, ConnT]] = [
+            PoolKeeper(
                 index=index,
                 dsn=host,
                 driver=driver,
-                board=self._board,
                 pool_kwargs=dict(pool_factory_kwargs or {}),
-                refresh_delay=refresh_delay,
                 refresh_timeout=refresh_timeout,
-                stopwatch_window_size=stopwatch_window_size,
-                primary_heartbeat=primary_heartbeat if event_driven_checks else None,
-                busy=functools.partial(_is_busy, self._in_use, index),
             )
             for index, host in enumerate(self._hosts)
         ]
-        # Event-driven checks: a host error checks that host at once, and with
-        # no primary every host is re-checked on a short backoff. Off, hosts
-        # are checked every refresh_delay only (what hasql does).
-        self._event_driven_checks = event_driven_checks
-        self._primary_watch = PrimaryWatch(
-            self._board, [checker.request_check for checker in self._checkers], refresh_delay
+        self._monitor = TopologyMonitor(
+            self._hosts,
+            driver=driver,
+            # Weakly: the checks, which the loop holds, must not keep alive a
+            # manager its owner dropped (it warns when collected, see __del__).
+            admit=_weak_admit(weakref.WeakMethod(self._admit)),
+            refresh_delay=refresh_delay,
+            refresh_timeout=refresh_timeout,
+            stopwatch_window_size=stopwatch_window_size,
+            event_driven_checks=event_driven_checks,
+            primary_heartbeat=primary_heartbeat,
+            busy=functools.partial(_is_busy, self._in_use),
         )
+        self._board = self._monitor.board
         # id(connection) -> (connection, its pool, its host's index)
         self._borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
         # Per host index: our acquires queued on its full pool. The greedy
@@ -231,7 +237,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     @property
     def pools(self) -> list[PoolT | None]:
         """Each host's current pool, ``None`` where the host was never reached."""
-        return [checker.pool for checker in self._checkers]
+        return [keeper.pool for keeper in self._keepers]
 
     @property
     def available_pool_count(self) -> int:
@@ -519,7 +525,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                     ) from None
                 continue
 
-            pool = self._checkers[host.index].pool
+            pool = self._keepers[host.index].pool
             if pool is None:  # pools are being closed; the closed check above ends this
                 await asyncio.sleep(0)
                 continue
@@ -575,7 +581,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if connection is None:
                 failures[host.index] = "left the rotation while we waited for its pool"
                 continue
-            if pool is not self._checkers[host.index].pool or (
+            if pool is not self._keepers[host.index].pool or (
                 idle and self._driver.hung_up(connection)
             ):
                 # The pool was cut (its host superseded) or replaced while the
@@ -601,7 +607,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 context.connection = connection
             self._in_use[index] += 1
             if self._in_use[index] == 1:
-                self._checkers[index].work_started()
+                self._monitor.work_started(index)
             return connection
 
     def _pick(
@@ -709,6 +715,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         - Waits parked on a host that no longer serves their role are tripped.
         - Connections of unusable hosts are cut when given back (_give_back).
         """
+        for host in new.hosts:
+            before = old.hosts[host.index]
+            if host.check_count > before.check_count and host.last_error is not None:
+                self._keepers[host.index].host_failed()
         for index in new.unusable - old.unusable:
             self._releasing.abort_host(index)
         cut_before = old.superseded.union(host.index for host in old.fenced)
@@ -727,6 +737,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _admit(self, index: int, restarted: bool) -> None:
+        """The monitor found host ``index`` usable: its pool opens (or is rebuilt) first."""
+        await self._keepers[index].admit(restarted)
+
     def _cut_host(self, index: int, snapshot: TopologySnapshot) -> None:
         """Cut every connection to a superseded or fenced host, borrowed and idle."""
         borrowed = [record[0] for record in self._borrowed.values() if record[2] == index]
@@ -741,7 +755,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 self._driver.abort(connection)
             except Exception as error:  # already closed, or a driver quirk: keep cutting
                 logger.debug("pgrouter: aborting a connection failed: %r", error)
-        self._checkers[index].cut_pools()
+        self._keepers[index].cut_pools()
 
     def _no_host_error(
         self,
@@ -983,7 +997,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             weight if read_only else 0.0,
             rule if read_only else None,
         )
-        return None if host is None else self._checkers[host.index].pool
+        return None if host is None else self._keepers[host.index].pool
 
     async def get_master_pools(self) -> list[PoolT]:
         """Pools of the hosts that are primary now (does not wait)."""
@@ -996,7 +1010,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         return self._pools_of(hosts)
 
     def _pools_of(self, hosts: Sequence[HostState]) -> list[PoolT]:
-        pools = [self._checkers[host.index].pool for host in hosts]
+        pools = [self._keepers[host.index].pool for host in hosts]
         return [pool for pool in pools if pool is not None]
 
     def pool_is_master(self, pool: PoolT) -> bool:
@@ -1057,13 +1071,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if id(connection) not in self._borrowed:
             self._in_use[index] += 1
             if self._in_use[index] == 1:
-                self._checkers[index].work_started()
+                self._monitor.work_started(index)
         self._borrowed[id(connection)] = (connection, pool, index)
 
     def _check_now(self, index: int) -> None:
         """A connection to this host just failed: check it without waiting for the tick."""
-        if self._event_driven_checks:
-            self._checkers[index].request_check()
+        self._monitor.request_check(index)
 
     def _free_size_of_host(self, host: HostState) -> int:
         """Free connections in the host's pool, minus our acquires queued for them.
@@ -1071,21 +1084,21 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         Negative once a queue forms, so that with every pool full the greedy
         balancer still picks the host that will serve soonest.
         """
-        pool = self._checkers[host.index].pool
+        pool = self._keepers[host.index].pool
         if pool is None:
             return 0
         return self._driver.free_size(pool) - self._queued[host.index]
 
     def _index_of_pool(self, pool: object) -> int:
-        for checker in self._checkers:
-            if checker.owns(pool):
-                return checker.index
+        for keeper in self._keepers:
+            if keeper.owns(pool):
+                return keeper.index
         raise ValueError(f"{pool!r} is not a pool of this manager")
 
     def _host_of_pool(self, pool: object) -> HostState | None:
-        for checker in self._checkers:
-            if checker.pool is pool:
-                return self._board.current.hosts[checker.index]
+        for keeper in self._keepers:
+            if keeper.pool is pool:
+                return self._board.current.hosts[keeper.index]
         return None
 
     # -- readiness ----------------------------------------------------------
@@ -1162,9 +1175,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     def _config_error(self) -> Exception | None:
         """The driver's refusal of ``pool_factory_kwargs``, if a host's pool met one."""
-        for checker in self._checkers:
-            if checker.config_error is not None:
-                return checker.config_error
+        for keeper in self._keepers:
+            if keeper.config_error is not None:
+                return keeper.config_error
         return None
 
     def _raise_config_error(self) -> None:
@@ -1183,10 +1196,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             return
         self._loop = asyncio.get_running_loop()
         self._started = True
-        for checker in self._checkers:
-            checker.start()
-        if self._event_driven_checks:
-            self._primary_watch.start()
+        self._monitor.start()
 
     def _check_loop(self) -> None:
         """Raise :class:`WrongEventLoopError` unless called on the manager's own loop."""
@@ -1222,7 +1232,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if not await self._wait_all_returned(timeout):
             await self.terminate()
             return
-        await asyncio.gather(*(checker.close_pools(terminate=False) for checker in self._checkers))
+        await asyncio.gather(*(keeper.close_pools(terminate=False) for keeper in self._keepers))
         self._drop_timers()
         self._closed = True
 
@@ -1262,7 +1272,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             *(self._driver.terminate_connection(connection) for connection, _, _ in borrowed),
             return_exceptions=True,
         )
-        await asyncio.gather(*(checker.close_pools(terminate=True) for checker in self._checkers))
+        await asyncio.gather(*(keeper.close_pools(terminate=True) for keeper in self._keepers))
         self._drop_timers()
         self._all_returned.set()
         self._closed = True
@@ -1277,8 +1287,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._releasing.close()
 
     async def _stop_checkers(self) -> None:
-        await self._primary_watch.stop()
-        await asyncio.gather(*(checker.stop() for checker in self._checkers))
+        await self._monitor.stop()
 
     async def __aenter__(self) -> BasePoolManager[PoolT, ConnT]:
         """Start, and return once every host has had its first check.
@@ -1297,9 +1306,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # garbage collector: say so, once, naming it (as asyncio does for loops).
         if getattr(self, "_started", False) and not getattr(self, "_closed", True):
             with contextlib.suppress(Exception):  # the loop may be closed already
-                self._primary_watch.abandon()
-                for checker in self._checkers:
-                    checker.abandon()
+                self._monitor.abandon()
             _warn(
                 f"unclosed {self!r}: call close() or use 'async with'",
                 ResourceWarning,
@@ -1325,6 +1332,18 @@ def _serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
 def _is_busy(in_use: list[int], index: int) -> bool:
     """True while a connection to host ``index`` is handed out (its heartbeat runs then)."""
     return in_use[index] > 0
+
+
+def _weak_admit(method: weakref.WeakMethod[Admit]) -> Admit:
+    """The manager's admission, called through a weak reference (see ``__init__``)."""
+
+    async def admit(index: int, restarted: bool) -> None:
+        bound = method()
+        if bound is None:
+            raise PoolManagerClosedError("the manager was garbage collected")
+        await bound(index, restarted)
+
+    return admit
 
 
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:

@@ -18,8 +18,8 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 
-from .bounded import stop_task
-from .topology import TopologyBoard, TopologySnapshot
+from ..bounded import stop_task
+from ..topology import TopologyBoard, TopologySnapshot
 
 logger = logging.getLogger("pgrouter")
 

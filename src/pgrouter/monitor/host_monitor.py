@@ -1,17 +1,19 @@
-"""One background check per host: is it up, which role, how fast; owns its pool.
+"""One background check per host: is it up, which role, how fast. Knows no pool.
 
-A :class:`HostChecker` runs the probe on a dedicated connection (so the
-caller's pool keeps exactly the size the caller asked for), keeps a window of
-probe times whose median the weighted balancer uses, opens the host's pool
-once the host answers, and rebuilds it when the host comes back after a
-failure (the old pool's connections died with the server). Every finished
-check publishes the host's new state on the :class:`TopologyBoard`.
+A :class:`HostMonitor` runs the probe on a dedicated connection (so the
+callers' pools keep exactly the sizes asked for), keeps a window of probe
+times whose median the weighted balancer uses, and publishes every finished
+check on the :class:`~pgrouter.topology.TopologyBoard`. Before it publishes a
+host as healthy it awaits the *admission* of the faces that serve it
+(:data:`Admit`): an async manager's pool keeper opens or rebuilds the host's
+pool there, so "healthy" keeps meaning "checked and ready to hand out
+connections", while the monitor itself never touches a pool.
 
 Checks run every ``refresh_delay`` seconds, or at once when someone calls
-:meth:`HostChecker.request_check` (a connection just broke on this host). The
+:meth:`HostMonitor.request_check` (a connection just broke on this host). The
 host that writes go to is checked more often, every ``primary_heartbeat``
-seconds, if set: a frozen primary raises no error, and only a hanging check
-tells it apart from a busy one.
+seconds, while connections to it are in use: a frozen primary raises no error,
+and only a hanging check tells it apart from a busy one.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Generic
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from .bounded import abandon, stop_task, wait_bounded, wait_event
-from .driver import ConnT, Driver, PoolT, ProbeResult
-from .dsn import HostDsn, redact
-from .topology import HostRole, HostState, TopologyBoard
+from ..bounded import abandon, stop_task, wait_bounded, wait_event
+from ..driver import Driver, ProbeResult
+from ..dsn import HostDsn, redact
+from ..topology import HostRole, HostState, TopologyBoard
 
 logger = logging.getLogger("pgrouter")
 
@@ -40,8 +42,11 @@ SUSPECT_MIN_DELAY = 0.1
 #: stop() waits this long (seconds) for a probe it cancelled to finish cancelling.
 ABANDONED_PROBE_GRACE = 1.0
 
-#: Opening a pool makes ``min_size`` connections; give it more room than one probe.
-MIN_POOL_OPEN_TIMEOUT = 5.0
+#: What the faces do before a host that passed its check is published healthy:
+#: ``admit(index, restarted)`` (``restarted``: the server's start time changed,
+#: so every connection opened before is dead). An exception makes the check a
+#: failure, with the probe's role.
+Admit = Callable[[int, bool], Awaitable[None]]
 
 
 def describe_error(error: BaseException) -> str:
@@ -52,17 +57,17 @@ def describe_error(error: BaseException) -> str:
     return redact(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
-class HostChecker(Generic[PoolT, ConnT]):
-    """Checks one host in the background and owns that host's pool."""
+class HostMonitor:
+    """Checks one host in the background and publishes what it finds."""
 
     def __init__(
         self,
         *,
         index: int,
         dsn: HostDsn,
-        driver: Driver[PoolT, ConnT],
+        driver: Driver[Any, Any],
         board: TopologyBoard,
-        pool_kwargs: dict[str, Any],
+        admit: Admit,
         refresh_delay: float,
         refresh_timeout: float,
         stopwatch_window_size: int,
@@ -71,10 +76,9 @@ class HostChecker(Generic[PoolT, ConnT]):
     ) -> None:
         self.index = index
         self.dsn = dsn
-        self.pool: PoolT | None = None
         self._driver = driver
         self._board = board
-        self._pool_kwargs = pool_kwargs
+        self._admit = admit
         self._refresh_delay = refresh_delay
         self._primary_heartbeat = primary_heartbeat
         # True while the caller has connections to this host in use: only then
@@ -86,14 +90,6 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._response_times: deque[float] = deque(maxlen=stopwatch_window_size)
         self._probe_connection: Any = None
         self._abandoned_probe: asyncio.Future[Any] | None = None  # cancelled by stop()
-        self._pool_is_stale = False
-        #: The driver's pool refused the caller's pool_factory_kwargs (a
-        #: TypeError): a configuration error, which ready() raises, not an outage.
-        self.config_error: Exception | None = None
-        # Old pools closing in the background; they still take back the
-        # connections borrowed from them before the rebuild.
-        self._retired_pools: list[PoolT] = []
-        self._closing_tasks: set[asyncio.Task[None]] = set()  # keeps them from being collected
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -105,7 +101,7 @@ class HostChecker(Generic[PoolT, ConnT]):
             self._task = asyncio.create_task(self._run(), name=f"pgrouter-check-{self.dsn.address}")
 
     async def stop(self) -> None:
-        """Stop checking and close the check connection. The pools stay open."""
+        """Stop checking and close the check connection."""
         self._stopping = True
         if self._task is not None:
             await stop_task(self._task)
@@ -138,13 +134,6 @@ class HostChecker(Generic[PoolT, ConnT]):
             self._idle_sleep = False
             self._wake.set()
 
-    def owns(self, pool: object) -> bool:
-        return pool is self.pool or any(pool is old for old in self._retired_pools)
-
-    def all_pools(self) -> list[PoolT]:
-        current = [self.pool] if self.pool is not None else []
-        return current + list(self._retired_pools)
-
     def median_response_time(self) -> float | None:
         return statistics.median(self._response_times) if self._response_times else None
 
@@ -173,7 +162,7 @@ class HostChecker(Generic[PoolT, ConnT]):
         return self._refresh_delay
 
     async def check_once(self) -> HostState:
-        """Probe the host, open or rebuild its pool if needed, publish the result."""
+        """Probe the host, have the faces admit it, publish the result."""
         try:
             result, elapsed = await self._probe()
         except asyncio.CancelledError:
@@ -185,18 +174,16 @@ class HostChecker(Generic[PoolT, ConnT]):
         self._response_times.append(elapsed)
         role = HostRole.REPLICA if result.in_recovery else HostRole.PRIMARY
         previous = self._board.current.hosts[self.index]
-        if previous.server_started_at not in (None, result.server_started_at):
-            # Restarted between two checks (a fast restart, a rewind): every
-            # connection in the pool died with the old server process.
-            logger.info("pgrouter: %s restarted; rebuilding its pool", self.dsn.address)
-            self._pool_is_stale = self.pool is not None
+        # Restarted between two checks (a fast restart, a rewind): every
+        # connection opened before died with the old server process.
+        restarted = previous.server_started_at not in (None, result.server_started_at)
+        if restarted:
+            logger.info("pgrouter: %s restarted", self.dsn.address)
         try:
-            await self._ensure_pool()
+            await self._admit(self.index, restarted)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            if self._driver.is_config_error(error):  # a keyword its pool does not take
-                self.config_error = error
             return self._publish_failure(error, role=role)
         return self._publish_success(role, result, elapsed)
 
@@ -262,69 +249,6 @@ class HostChecker(Generic[PoolT, ConnT]):
         median = self.median_response_time() or 0.0
         return min(max(SUSPECT_MIN_DELAY, SUSPECT_FACTOR * median), self._refresh_timeout)
 
-    async def _ensure_pool(self) -> None:
-        if self.pool is not None and not self._pool_is_stale:
-            return
-        timeout = max(MIN_POOL_OPEN_TIMEOUT, self._refresh_timeout)
-        new_pool = await wait_bounded(
-            self._driver.create_pool(self.dsn, **self._pool_kwargs),
-            timeout,
-            dispose_late=self._driver.terminate_pool,
-        )
-        old_pool, self.pool, self._pool_is_stale = self.pool, new_pool, False
-        if old_pool is not None:
-            logger.info("pgrouter: %s: pool rebuilt", self.dsn.address)
-            self._retire(old_pool)
-
-    def _retire(self, pool: PoolT) -> None:
-        """Close an old pool once its borrowed connections are back, in the background."""
-        self._retired_pools.append(pool)
-
-        async def close_when_returned() -> None:
-            try:
-                await self._driver.close_pool(pool)
-            except Exception as error:  # it was dead anyway
-                logger.debug("pgrouter: closing old pool of %s: %s", self.dsn.address, error)
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._retired_pools.remove(pool)
-
-        self._closing_tasks.add(task := asyncio.create_task(close_when_returned()))
-        task.add_done_callback(self._closing_tasks.discard)
-
-    def cut_pools(self) -> None:
-        """Terminate every pool of this host now (a superseded primary): no waiting
-        for borrowed connections, whose sockets the manager has cut already.
-
-        The next healthy check opens a fresh pool, which routing leaves
-        unused for as long as the host stays fenced or superseded.
-        """
-        pools = self.all_pools()
-        self.pool, self._retired_pools, self._pool_is_stale = None, [], False
-        for pool in pools:
-            self._retired_pools.append(pool)
-            self._closing_tasks.add(task := asyncio.create_task(self._terminate(pool)))
-            task.add_done_callback(self._closing_tasks.discard)
-
-    async def _terminate(self, pool: PoolT) -> None:
-        try:
-            await self._driver.terminate_pool(pool)
-        except Exception as error:  # it was being cut anyway
-            logger.debug("pgrouter: cutting a pool of %s: %s", self.dsn.address, error)
-        finally:
-            with contextlib.suppress(ValueError):
-                self._retired_pools.remove(pool)
-
-    async def close_pools(self, terminate: bool) -> None:
-        pools = self.all_pools()
-        self.pool, self._retired_pools = None, []
-        for pool in pools:
-            with contextlib.suppress(Exception):
-                if terminate:
-                    await self._driver.terminate_pool(pool)
-                else:
-                    await self._driver.close_pool(pool)
-
     async def _drop_probe_connection(self) -> None:
         connection, self._probe_connection = self._probe_connection, None
         if connection is not None:
@@ -368,8 +292,6 @@ class HostChecker(Generic[PoolT, ConnT]):
         reason = describe_error(error)
         if previous.healthy or previous.check_count == 0:
             logger.warning("pgrouter: %s left the rotation: %s", self.dsn.address, reason)
-        # Whatever the pool holds now was opened before the failure.
-        self._pool_is_stale = self.pool is not None
         return self._board.update(
             self.index,
             role=role,
