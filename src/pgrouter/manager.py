@@ -34,9 +34,16 @@ from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
 from .monitor import Admit, TopologyMonitor, describe_error
 from .release_bound import ReleaseBound
-from .routing.consistency import ReadYourWrites, TokenRoute, current_scope, route_for_token
+from .routing.consistency import (
+    CAUSAL_POLL_FIRST,
+    CAUSAL_POLL_MAX,
+    ReadYourWrites,
+    current_scope,
+    plan_token_read,
+    replayed_query,
+)
 from .routing.pinning import reads_go_to_primary
-from .routing.reads import ANY_REPLICA, ReadRule, format_lsn, serves
+from .routing.reads import ReadRule
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from .staleness import StalenessPolicy, bounds_of
 from .topology import HostRole, HostState, TopologySnapshot
@@ -58,9 +65,6 @@ STALL_DELAY = 0.1
 #: it goes to the primary (seconds). Replicas that keep up replay within
 #: milliseconds; a paused or far-behind one should cost a read little.
 DEFAULT_CAUSAL_WAIT = 0.25
-#: Such a read asks the replica again after this long, doubling up to the max.
-CAUSAL_POLL_FIRST = 0.002
-CAUSAL_POLL_MAX = 0.05
 _TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
 _REPLAY_POSITION_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
 _UINT64 = (1 << 64) - 1
@@ -401,40 +405,33 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        snapshot = self._board.current
-        route = route_for_token(snapshot, token)
-        if route is TokenRoute.IGNORE:
+        plan = plan_token_read(self._board.current, token, rule)
+        if plan.ignore:
             self._token_reads["ignored"] += 1
             return await self._acquire(
                 True, fallback_master, master_as_replica_weight, timeout, kwargs, rule, context
             )
-        if route is TokenRoute.REPLICA:
-            base = rule or ANY_REPLICA
-            covered = base.at_least(token.lsn)
-            if self._pick(snapshot, True, False, 0.0, covered) is not None:
-                self._token_reads["replica"] += 1
-                return await self._acquire(True, False, 0.0, timeout, kwargs, covered, context)
-            nearest = _most_advanced(snapshot, base)
-            if nearest is not None:
-                # The replica nearest the token is the likeliest to reach it soon.
-                nearest_rule = base.at_least(nearest)
-                connection = await self._acquire(
-                    True, False, 0.0, timeout, kwargs, nearest_rule, context
-                )
-                wait = min(self._causal_wait, max(deadline - loop.time(), 0))
-                try:
-                    caught_up = await self._replayed(connection, token, wait)
-                except BaseException:
-                    if context is not None:
-                        context.connection = None
-                    await self._give_back(connection, None)
-                    raise
-                if caught_up:
-                    self._token_reads["replica_after_wait"] += 1
-                    return connection
+        if plan.first is not None:
+            self._token_reads["replica"] += 1
+            return await self._acquire(True, False, 0.0, timeout, kwargs, plan.first, context)
+        if plan.nearest is not None:
+            connection = await self._acquire(
+                True, False, 0.0, timeout, kwargs, plan.nearest, context
+            )
+            wait = min(self._causal_wait, max(deadline - loop.time(), 0))
+            try:
+                caught_up = await self._replayed(connection, token, wait)
+            except BaseException:
                 if context is not None:
                     context.connection = None
                 await self._give_back(connection, None)
+                raise
+            if caught_up:
+                self._token_reads["replica_after_wait"] += 1
+                return connection
+            if context is not None:
+                context.connection = None
+            await self._give_back(connection, None)
         self._token_reads["primary"] += 1
         remaining = max(deadline - loop.time(), 0)
         return await self._acquire(False, False, 0.0, remaining, kwargs, None, context)
@@ -443,7 +440,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """Ask the replica behind ``connection`` until it has replayed ``token``, up to ``wait``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        query = f"SELECT pg_last_wal_replay_lsn() >= '{format_lsn(token.lsn)}'::pg_lsn"
+        query = replayed_query(token)
         pause = CAUSAL_POLL_FIRST
         while True:
             row = await self._driver.fetch_row(connection, query)
@@ -855,9 +852,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self._check_now(index)
         return self._release_guarded(connection, pool, kwargs, index)
 
-    def _notes_position(
-        self, scope: ReadYourWrites | None, connection: ConnT, index: int
-    ) -> bool:
+    def _notes_position(self, scope: ReadYourWrites | None, connection: ConnT, index: int) -> bool:
         """True when giving back a connection to host ``index`` must record a position in
         ``scope``: the primary's (a write's token), or with ``monotonic`` a replica's."""
         if scope is None:
@@ -911,9 +906,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 if lsn is not None and host.system_identifier is not None:
                     timeline = snapshot.primaries[0].timeline if snapshot.primaries else None
                     if timeline is not None:
-                        scope.remember(
-                            WriteToken(host.system_identifier & _UINT64, timeline, lsn)
-                        )
+                        scope.remember(WriteToken(host.system_identifier & _UINT64, timeline, lsn))
         except Exception as error:
             if snapshot.is_primary(host):
                 # The write may have landed; without its position only the
@@ -1349,16 +1342,6 @@ def _weak_admit(method: weakref.WeakMethod[Admit]) -> Admit:
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
     """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
     return snapshot.hosts[host.index].check_count > host.check_count
-
-
-def _most_advanced(snapshot: TopologySnapshot, rule: ReadRule) -> int | None:
-    """The highest replayed position among the replicas ``rule`` allows, if any."""
-    positions = [
-        replica.wal_lsn
-        for replica in snapshot.replicas
-        if replica.wal_lsn is not None and serves(replica, rule)
-    ]
-    return max(positions, default=None)
 
 
 def _read_rule(max_lag_bytes: Any, max_lag_seconds: Any) -> ReadRule | None:

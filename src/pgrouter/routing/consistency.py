@@ -22,8 +22,10 @@ import contextvars
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ..topology import TopologySnapshot
+from .reads import ANY_REPLICA, ReadRule, format_lsn, serves
 from .tokens import WriteToken, newest
 
 
@@ -120,11 +122,69 @@ def route_for_token(snapshot: TopologySnapshot, token: WriteToken) -> TokenRoute
     return TokenRoute.REPLICA
 
 
+@dataclass(frozen=True)
+class TokenReadPlan:
+    """The steps of a read after a token, as every face takes them.
+
+    ``first``: the rule for a replica already past the token (``None``: no
+    such replica now). ``nearest``: else the rule for the replica nearest to
+    it, to be asked on its own connection up to ``causal_wait`` (``None``: no
+    replica at all). Either failing, the primary. ``ignore``: read as if the
+    token were not there (it is of another cluster).
+    """
+
+    ignore: bool = False
+    first: ReadRule | None = None
+    nearest: ReadRule | None = None
+
+    @property
+    def primary_only(self) -> bool:
+        return not self.ignore and self.first is None and self.nearest is None
+
+
+def plan_token_read(
+    snapshot: TopologySnapshot, token: WriteToken, rule: ReadRule | None
+) -> TokenReadPlan:
+    """How a read after ``token`` is served on ``snapshot`` (see :func:`route_for_token`)."""
+    route = route_for_token(snapshot, token)
+    if route is TokenRoute.IGNORE:
+        return TokenReadPlan(ignore=True)
+    if route is TokenRoute.PRIMARY:
+        return TokenReadPlan()
+    base = rule or ANY_REPLICA
+    positions = [
+        replica.wal_lsn
+        for replica in snapshot.replicas
+        if replica.wal_lsn is not None and serves(replica, base)
+    ]
+    if not positions:
+        return TokenReadPlan()
+    if max(positions) >= token.lsn:
+        return TokenReadPlan(first=base.at_least(token.lsn))
+    # The replica nearest the token is the likeliest to reach it soon.
+    return TokenReadPlan(nearest=base.at_least(max(positions)))
+
+
+def replayed_query(token: WriteToken) -> str:
+    """Asked on a replica's connection: has it replayed ``token``? (one boolean)"""
+    return f"SELECT pg_last_wal_replay_lsn() >= '{format_lsn(token.lsn)}'::pg_lsn"
+
+
+#: A read after a token asks its replica again after this long, doubling up to the max.
+CAUSAL_POLL_FIRST = 0.002
+CAUSAL_POLL_MAX = 0.05
+
+
 __all__ = [
+    "CAUSAL_POLL_FIRST",
+    "CAUSAL_POLL_MAX",
     "ReadYourWrites",
+    "TokenReadPlan",
     "TokenRoute",
     "current_scope",
     "current_token",
+    "plan_token_read",
     "read_your_writes",
+    "replayed_query",
     "route_for_token",
 ]

@@ -1,0 +1,86 @@
+"""psycopg 3 for the blocking face: one ``psycopg_pool.ConnectionPool`` per host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+
+from ..driver import Driver
+from ..drivers.psycopg import PsycopgDriver, with_connection_defaults
+from ..dsn import HostDsn
+from .driver import SyncDriver
+
+
+class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connection[Any]]):
+    name = "psycopg"
+
+    def probe_driver(self) -> Driver[Any, Any]:
+        return PsycopgDriver()
+
+    def create_pool(self, dsn: HostDsn, **pool_kwargs: Any) -> psycopg_pool.ConnectionPool:
+        pool_kwargs.setdefault("open", False)
+        pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
+            with_connection_defaults(dsn).to_conninfo(), **pool_kwargs
+        )
+        try:
+            pool.open(wait=True)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def acquire(self, pool: psycopg_pool.ConnectionPool, timeout: float) -> psycopg.Connection[Any]:
+        try:
+            return pool.getconn(timeout=timeout)
+        except psycopg_pool.PoolTimeout as error:
+            raise TimeoutError(str(error)) from error
+
+    def release(
+        self, pool: psycopg_pool.ConnectionPool, connection: psycopg.Connection[Any]
+    ) -> None:
+        pool.putconn(connection)
+
+    def close_pool(self, pool: psycopg_pool.ConnectionPool) -> None:
+        pool.close(timeout=1.0)
+
+    def free_size(self, pool: psycopg_pool.ConnectionPool) -> int:
+        return int(pool.max_size - pool._nconns + len(pool._pool))
+
+    def max_size(self, pool: psycopg_pool.ConnectionPool) -> int:
+        return int(pool.max_size)
+
+    def is_closed(self, connection: psycopg.Connection[Any]) -> bool:
+        return bool(connection.closed or connection.broken)
+
+    def socket_of(self, connection: psycopg.Connection[Any]) -> int | None:
+        return None if connection.closed else int(connection.pgconn.socket)
+
+    def fetch_row(self, connection: psycopg.Connection[Any], query: str) -> tuple[Any, ...]:
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        row = connection.execute(query).fetchone()
+        if idle and not connection.autocommit:
+            connection.rollback()
+        return tuple(row or ())
+
+    def end_of_use(self, connection: psycopg.Connection[Any], error: BaseException | None) -> None:
+        # pool.connection()'s contract: commit a clean block, roll back a failed one.
+        if connection.closed or connection.broken:
+            return
+        status = connection.info.transaction_status
+        if status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+            return
+        if error is None and status == TransactionStatus.INTRANS:
+            connection.commit()
+        else:
+            connection.rollback()
+
+    def is_host_error(self, error: BaseException) -> bool:
+        return isinstance(
+            error, (OSError, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+        ) and not isinstance(error, psycopg_pool.PoolTimeout)
+
+
+__all__ = ["SyncPsycopgDriver"]
