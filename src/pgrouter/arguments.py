@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .balancer_policy import AbstractBalancerPolicy
+from .routing.reads import ReadRule
+
 
 def seconds(name: str, value: Any, *, zero: bool = False) -> float:
     """A duration: a finite number > 0 (>= 0 with ``zero``); raises naming ``name``."""
@@ -55,4 +58,30 @@ def flag(name: str, value: Any) -> bool:
     return value
 
 
-__all__ = ["flag", "optional_seconds", "positive_int", "seconds", "weight"]
+def read_rule(max_lag_bytes: Any, max_lag_seconds: Any) -> ReadRule | None:
+    """The rule for these bounds (checked by name), ``None`` for no bound at all."""
+    if max_lag_bytes is None and max_lag_seconds is None:
+        return None
+    if max_lag_bytes is not None and (
+        isinstance(max_lag_bytes, bool) or not isinstance(max_lag_bytes, int) or max_lag_bytes < 0
+    ):
+        raise ValueError(f"max_lag_bytes must be an int >= 0, got {max_lag_bytes!r}")
+    seconds = optional_seconds("max_lag_seconds", max_lag_seconds, zero=True)
+    return ReadRule(max_lag_bytes=max_lag_bytes, max_lag_seconds=seconds)
+
+
+def balancer(
+    policy: type[AbstractBalancerPolicy] | AbstractBalancerPolicy,
+) -> AbstractBalancerPolicy:
+    """The policy instance to use; a ``TypeError`` naming the argument for anything else."""
+    if isinstance(policy, type) and issubclass(policy, AbstractBalancerPolicy):
+        return policy()
+    if isinstance(policy, AbstractBalancerPolicy):
+        return policy
+    raise TypeError(
+        "balancer_policy must be a subclass or an instance of "
+        f"pgrouter.balancer_policy.AbstractBalancerPolicy, got {policy!r}"
+    )
+
+
+__all__ = ["balancer", "flag", "optional_seconds", "positive_int", "read_rule", "seconds", "weight"]

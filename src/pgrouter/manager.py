@@ -119,7 +119,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 "pool_factory_kwargs must be a dict of keywords for the driver's pool, "
                 f"got {type(pool_factory_kwargs).__name__}"
             )
-        self._balancer = _balancer_of(balancer_policy)
+        self._balancer = arguments.balancer(balancer_policy)
         # Whether the driver has anything to do at the end of `async with`
         # (psycopg commits); asked on every exit, so known once.
         self._ends_use = type(driver).end_of_use is not Driver.end_of_use
@@ -128,7 +128,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
             max_lag_bytes, max_lag_seconds = bounds_of(staleness)
         # The lag bounds of every read that names none of its own (None: no bound).
-        self._read_rule = _read_rule(max_lag_bytes, max_lag_seconds)
+        self._read_rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str (the cluster's name), got {name!r}")
         self._name = name
@@ -316,7 +316,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             arguments.weight("master_as_replica_weight", master_as_replica_weight)
         rule = self._read_rule
         if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = _read_rule(max_lag_bytes, max_lag_seconds)
+            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
         if after is None:
             scope = current_scope()
             if scope is not None:
@@ -980,7 +980,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
         rule = self._read_rule
         if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = _read_rule(max_lag_bytes, max_lag_seconds)
+            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
         if read_only and reads_go_to_primary(self._name):
             read_only = False
         host = self._pick(
@@ -1342,32 +1342,6 @@ def _weak_admit(method: weakref.WeakMethod[Admit]) -> Admit:
 def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
     """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
     return snapshot.hosts[host.index].check_count > host.check_count
-
-
-def _read_rule(max_lag_bytes: Any, max_lag_seconds: Any) -> ReadRule | None:
-    """The rule for these bounds (checked by name), ``None`` for no bound at all."""
-    if max_lag_bytes is None and max_lag_seconds is None:
-        return None
-    if max_lag_bytes is not None and (
-        isinstance(max_lag_bytes, bool) or not isinstance(max_lag_bytes, int) or max_lag_bytes < 0
-    ):
-        raise ValueError(f"max_lag_bytes must be an int >= 0, got {max_lag_bytes!r}")
-    seconds = arguments.optional_seconds("max_lag_seconds", max_lag_seconds, zero=True)
-    return ReadRule(max_lag_bytes=max_lag_bytes, max_lag_seconds=seconds)
-
-
-def _balancer_of(
-    policy: type[AbstractBalancerPolicy] | AbstractBalancerPolicy,
-) -> AbstractBalancerPolicy:
-    """The policy instance to use; a ``TypeError`` naming the argument for anything else."""
-    if isinstance(policy, type) and issubclass(policy, AbstractBalancerPolicy):
-        return policy()
-    if isinstance(policy, AbstractBalancerPolicy):
-        return policy
-    raise TypeError(
-        "balancer_policy must be a subclass or an instance of "
-        f"pgrouter.balancer_policy.AbstractBalancerPolicy, got {policy!r}"
-    )
 
 
 __all__ = ["BasePoolManager"]

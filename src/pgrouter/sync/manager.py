@@ -1,0 +1,901 @@
+"""The blocking face: the async manager's API and decisions, for threads and greenlets.
+
+:class:`BaseSyncPoolManager` routes blocking connections over every host of
+one cluster. What the cluster is comes from one
+:class:`~pgrouter.monitor.TopologyMonitor` running on a daemon thread of its
+own (:mod:`pgrouter.sync.monitor_thread`); which host serves a request comes
+from the same routing functions the async manager calls (balancer
+eligibility, lag bounds, token plans, pins: :mod:`pgrouter.routing`), so no
+decision exists twice. What differs is only how a caller waits: it blocks,
+woken by each new snapshot, instead of awaiting.
+
+The data path of an acquire, top to bottom in :meth:`BaseSyncPoolManager._acquire`:
+the current snapshot -> the balancer picks a host (or the caller waits for a
+snapshot that has one) -> the host's blocking pool hands a connection over
+(waiting in slices of :data:`SLICE` while the host stays usable) -> the
+connection is recorded with its pool, so it goes back there.
+
+Fork safety: a manager created before ``os.fork()`` (gunicorn ``--preload``,
+Celery prefork, multiprocessing) notices the new process id on first use in
+the child and starts a fresh monitor and fresh pools. What it inherited is
+never touched, not even closed: closing a connection sends a message on a
+socket the parent still uses. It is kept referenced, so no finalizer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+import weakref
+from types import TracebackType
+from typing import Any, Generic
+
+from .. import arguments
+from ..balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
+from ..dsn import HostDsn, split_dsn
+from ..errors import NoHostAvailableError, PoolManagerClosedError
+from ..monitor import Admit, TopologyMonitor, describe_error
+from ..routing.consistency import (
+    CAUSAL_POLL_FIRST,
+    CAUSAL_POLL_MAX,
+    ReadYourWrites,
+    current_scope,
+    plan_token_read,
+    replayed_query,
+)
+from ..routing.pinning import reads_go_to_primary
+from ..routing.reads import ReadRule
+from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
+from ..staleness import StalenessPolicy, bounds_of
+from ..topology import HostRole, HostState, TopologySnapshot
+from . import green
+from .driver import ConnT, PoolT, SyncDriver
+from .monitor_thread import MonitorThread
+from .pool_keeper import SyncPoolKeeper
+
+logger = logging.getLogger("pgrouter")
+
+#: A caller waiting on a full pool looks at the host's state this often (seconds).
+SLICE = 0.1
+DEFAULT_CAUSAL_WAIT = 0.25
+_TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
+
+#: What forked children inherited and must never touch (see the module docstring).
+_INHERITED: list[object] = []
+
+
+class Borrowed(Generic[ConnT]):
+    """A connection handed out: the driver's connection, and ``with`` gives it back.
+
+    ``with pm.acquire_master() as conn:`` gives the driver's own connection and
+    releases it at the end of the block (psycopg's commit or rollback first).
+    ``conn = pm.acquire_master()`` keeps this object, which passes attribute
+    access to the connection; give it back with ``pm.release(conn)``.
+    """
+
+    __slots__ = ("_manager", "connection")
+
+    def __init__(self, manager: BaseSyncPoolManager[Any, ConnT], connection: ConnT) -> None:
+        self._manager = manager
+        self.connection = connection
+
+    def __enter__(self) -> ConnT:
+        return self.connection
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._manager._give_back(self.connection, exc, block=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+    def __repr__(self) -> str:
+        return f"<Borrowed {self.connection!r}>"
+
+
+class _ProcessState(Generic[PoolT, ConnT]):
+    """Everything of a manager that belongs to one process (see the module docstring)."""
+
+    def __init__(self, manager: BaseSyncPoolManager[PoolT, ConnT]) -> None:
+        self.pid = os.getpid()
+        hosts = manager._hosts
+        self.keepers = [
+            SyncPoolKeeper(
+                index=index,
+                dsn=host,
+                driver=manager._driver,
+                pool_kwargs=manager._pool_kwargs,
+            )
+            for index, host in enumerate(hosts)
+        ]
+        self.in_use = [0] * len(hosts)
+        # id(connection) -> (connection, its pool, its host's index)
+        self.borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
+        self.reads_on_primary: set[int] = set()
+        self.lock = green.original_lock()
+        self.unusable: frozenset[int] = frozenset()
+        weak = weakref.ref(self)
+        self.thread = MonitorThread(
+            functools.partial(manager._make_monitor, _weak_admit(weak), _weak_busy(weak)),
+            name=f"pgrouter-monitor-{manager._name}",
+        )
+
+
+class BaseSyncPoolManager(Generic[PoolT, ConnT]):
+    """Routes blocking connections over every host of one cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        driver: SyncDriver[PoolT, ConnT],
+        acquire_timeout: float = 1.0,
+        refresh_delay: float = 1.0,
+        refresh_timeout: float = 1.0,
+        fallback_master: bool = False,
+        master_as_replica_weight: float = 0.0,
+        balancer_policy: type[AbstractBalancerPolicy]
+        | AbstractBalancerPolicy = GreedyBalancerPolicy,
+        stopwatch_window_size: int = 128,
+        pool_factory_kwargs: dict[str, Any] | None = None,
+        event_driven_checks: bool = True,
+        primary_heartbeat: float | None = 0.1,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        staleness: StalenessPolicy | None = None,
+        name: str = "default",
+        causal_wait: float = DEFAULT_CAUSAL_WAIT,
+    ) -> None:
+        self._hosts: list[HostDsn] = split_dsn(dsn)
+        self._driver = driver
+        self._acquire_timeout = arguments.seconds("acquire_timeout", acquire_timeout, zero=True)
+        self._refresh_delay = arguments.seconds("refresh_delay", refresh_delay)
+        self._refresh_timeout = arguments.seconds("refresh_timeout", refresh_timeout)
+        self._fallback_master = arguments.flag("fallback_master", fallback_master)
+        self._master_as_replica_weight = arguments.weight(
+            "master_as_replica_weight", master_as_replica_weight
+        )
+        self._window = arguments.positive_int("stopwatch_window_size", stopwatch_window_size)
+        self._event_driven_checks = arguments.flag("event_driven_checks", event_driven_checks)
+        heartbeat = arguments.optional_seconds("primary_heartbeat", primary_heartbeat, zero=True)
+        self._primary_heartbeat = heartbeat or None
+        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, dict):
+            raise TypeError(
+                "pool_factory_kwargs must be a dict of keywords for the driver's pool, "
+                f"got {type(pool_factory_kwargs).__name__}"
+            )
+        self._pool_kwargs = dict(pool_factory_kwargs or {})
+        self._balancer = arguments.balancer(balancer_policy)
+        if staleness is not None:
+            if max_lag_bytes is not None or max_lag_seconds is not None:
+                raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
+            max_lag_bytes, max_lag_seconds = bounds_of(staleness)
+        self._read_rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str (the cluster's name), got {name!r}")
+        self._name = name
+        self._causal_wait = arguments.seconds("causal_wait", causal_wait, zero=True)
+        self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
+        self._state_lock = green.original_lock()
+        self._process: _ProcessState[PoolT, ConnT] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        hosts = ",".join(host.address for host in self._hosts)
+        return f"<{type(self).__name__} hosts={hosts} driver={self._driver.name}>"
+
+    # -- the process's state, and the monitor ---------------------------------
+
+    def _state(self) -> _ProcessState[PoolT, ConnT]:
+        """This process's monitor and pools, started on first use (again after a fork)."""
+        state = self._process
+        if state is not None and state.pid == os.getpid():
+            return state
+        with self._state_lock:
+            state = self._process
+            if state is None or state.pid != os.getpid():
+                if self._closed:
+                    raise PoolManagerClosedError(f"{self!r} is closed")
+                if state is not None:
+                    _INHERITED.append(state)  # the parent's: never touched here
+                state = _ProcessState(self)
+                self._process = state
+                state.thread.start()
+                assert state.thread.monitor is not None
+                state.thread.monitor.board.listen(
+                    functools.partial(_on_topology, weakref.ref(state))
+                )
+        return state
+
+    def _make_monitor(self, admit: Admit, busy: Any) -> TopologyMonitor:
+        """Built on the monitor's own thread and loop (its tasks belong there)."""
+        return TopologyMonitor(
+            self._hosts,
+            driver=self._driver.probe_driver(),
+            admit=admit,
+            refresh_delay=self._refresh_delay,
+            refresh_timeout=self._refresh_timeout,
+            stopwatch_window_size=self._window,
+            event_driven_checks=self._event_driven_checks,
+            primary_heartbeat=self._primary_heartbeat,
+            busy=busy,
+        )
+
+    def _monitor(self) -> TopologyMonitor:
+        monitor = self._state().thread.monitor
+        assert monitor is not None
+        return monitor
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def topology(self) -> TopologySnapshot:
+        return self._state().thread.current
+
+    @property
+    def hosts(self) -> list[HostDsn]:
+        return list(self._hosts)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pools(self) -> list[PoolT | None]:
+        return [keeper.pool for keeper in self._state().keepers]
+
+    @property
+    def token_read_counts(self) -> dict[str, int]:
+        return dict(self._token_reads)
+
+    # -- acquire ------------------------------------------------------------
+
+    def acquire(
+        self,
+        read_only: bool = False,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        after: WriteToken | None = None,
+    ) -> Borrowed[ConnT]:
+        """A connection to the primary, or (``read_only``) to a replica: as the async
+        manager's ``acquire()``, blocking (see :class:`Borrowed`)."""
+        if not read_only:
+            if master_as_replica_weight is not None:
+                raise ValueError("master_as_replica_weight is used only when read_only is True")
+            if max_lag_bytes is not None or max_lag_seconds is not None or after is not None:
+                raise ValueError("max_lag_bytes, max_lag_seconds and after are for reads only")
+            return self.acquire_master(timeout)
+        return self.acquire_replica(
+            fallback_master,
+            master_as_replica_weight,
+            timeout,
+            max_lag_bytes=max_lag_bytes,
+            max_lag_seconds=max_lag_seconds,
+            after=after,
+        )
+
+    def acquire_master(self, timeout: float | None = None) -> Borrowed[ConnT]:
+        return Borrowed(self, self._acquire(False, False, 0.0, self._timeout(timeout), None))
+
+    def acquire_replica(
+        self,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        timeout: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        after: WriteToken | None = None,
+    ) -> Borrowed[ConnT]:
+        seconds = self._timeout(timeout)
+        if reads_go_to_primary(self._name):
+            return Borrowed(self, self._acquire(False, False, 0.0, seconds, None))
+        weight = self._master_as_replica_weight
+        if master_as_replica_weight is not None:
+            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
+        rule = self._read_rule
+        if max_lag_bytes is not None or max_lag_seconds is not None:
+            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
+        if after is None:
+            scope = current_scope()
+            if scope is not None:
+                if scope.unknown_write:
+                    return Borrowed(self, self._acquire(False, False, 0.0, seconds, None))
+                after = scope.token
+        elif not isinstance(after, WriteToken):
+            raise TypeError(f"after must be a pgrouter.WriteToken, got {type(after).__name__}")
+        fallback = self._fallback_master if fallback_master is None else fallback_master
+        if after is not None:
+            return Borrowed(self, self._acquire_after(after, fallback, weight, seconds, rule))
+        return Borrowed(self, self._acquire(True, fallback, weight, seconds, rule))
+
+    def _timeout(self, timeout: float | None) -> float:
+        if self._closed:
+            raise PoolManagerClosedError(f"{self!r} is closed")
+        if timeout is None:
+            return self._acquire_timeout
+        return arguments.seconds("timeout", timeout, zero=True)
+
+    def _pick(
+        self,
+        snapshot: TopologySnapshot,
+        read_only: bool,
+        fallback_master: bool,
+        weight: float,
+        rule: ReadRule | None,
+        state: _ProcessState[PoolT, ConnT],
+    ) -> HostState | None:
+        keepers = state.keepers
+
+        def free_size(host: HostState) -> int:
+            pool = keepers[host.index].pool
+            return 0 if pool is None else self._driver.free_size(pool)
+
+        return self._balancer.pick(
+            snapshot,
+            read_only=read_only,
+            fallback_master=fallback_master,
+            master_as_replica_weight=weight,
+            free_size=free_size,
+            rule=rule,
+        )
+
+    def _acquire(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        weight: float,
+        timeout: float,
+        rule: ReadRule | None,
+    ) -> ConnT:
+        state = self._state()
+        thread = state.thread
+        deadline = time.monotonic() + timeout
+        failures: dict[int, str] = {}
+        while True:
+            if self._closed:
+                raise PoolManagerClosedError(f"{self!r} is closed")
+            snapshot = thread.current
+            host = self._pick(snapshot, read_only, fallback_master, weight, rule, state)
+            pool = None if host is None else state.keepers[host.index].pool
+            if host is None or pool is None:
+                try:
+                    thread.wait_for(
+                        functools.partial(
+                            _newer_with_host,
+                            snapshot.version,
+                            read_only=read_only,
+                            fallback_master=fallback_master,
+                            master_as_replica_weight=weight,
+                            rule=rule,
+                        ),
+                        max(deadline - time.monotonic(), 0),
+                    )
+                except TimeoutError:
+                    raise self._no_host_error(
+                        read_only, fallback_master, timeout, failures, rule
+                    ) from None
+                continue
+            try:
+                connection = self._take(pool, host, deadline, state)
+            except TimeoutError:
+                failures[host.index] = "no free connection in its pool"
+                raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
+            except Exception as error:
+                if not self._driver.is_host_error(error) and not _closed_pool(error):
+                    raise
+                failures[host.index] = describe_error(error)
+                self._check_now(host.index)
+                try:
+                    thread.wait_for(
+                        functools.partial(_checked_since, host),
+                        max(deadline - time.monotonic(), 0),
+                    )
+                except TimeoutError:
+                    raise self._no_host_error(
+                        read_only, fallback_master, timeout, failures
+                    ) from None
+                continue
+            if connection is None:
+                failures[host.index] = "left the rotation while we waited for its pool"
+                continue
+            index = host.index
+            with state.lock:
+                if pool is not state.keepers[index].pool:
+                    cut = True  # cut (superseded) or replaced while handing it over
+                else:
+                    cut = False
+                    state.borrowed[id(connection)] = (connection, pool, index)
+                    state.in_use[index] += 1
+                    first = state.in_use[index] == 1
+                    if read_only and host.role is HostRole.PRIMARY:
+                        state.reads_on_primary.add(id(connection))
+            if cut:
+                self._driver.abort(connection)
+                self._discard(pool, connection)
+                failures[index] = "its pool was cut while we waited for it"
+                continue
+            if first:
+                thread.soon(self._monitor().work_started, index)
+            return connection
+
+    def _take(
+        self,
+        pool: PoolT,
+        host: HostState,
+        deadline: float,
+        state: _ProcessState[PoolT, ConnT],
+    ) -> ConnT | None:
+        """A connection from ``host``'s pool; ``None`` once the host stops serving its role.
+
+        In slices of :data:`SLICE`: between them the caller reads the current
+        snapshot (a blocking pool's wait cannot be ended from outside).
+        """
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return self._driver.acquire(pool, max(min(remaining, SLICE), 0))
+            except TimeoutError:
+                if remaining <= SLICE:
+                    raise
+            if not _serves(state.thread.current, host.index, host.role):
+                return None
+            self._check_now(host.index)  # full for a whole slice: stuck on a frozen server?
+
+    def _acquire_after(
+        self,
+        token: WriteToken,
+        fallback_master: bool,
+        weight: float,
+        timeout: float,
+        rule: ReadRule | None,
+    ) -> ConnT:
+        """A host that has replayed ``token``: the plan every face follows (routing)."""
+        deadline = time.monotonic() + timeout
+        plan = plan_token_read(self._state().thread.current, token, rule)
+        if plan.ignore:
+            self._token_reads["ignored"] += 1
+            return self._acquire(True, fallback_master, weight, timeout, rule)
+        if plan.first is not None:
+            self._token_reads["replica"] += 1
+            return self._acquire(True, False, 0.0, timeout, plan.first)
+        if plan.nearest is not None:
+            connection = self._acquire(True, False, 0.0, timeout, plan.nearest)
+            wait = min(self._causal_wait, max(deadline - time.monotonic(), 0))
+            try:
+                caught_up = self._replayed(connection, token, wait)
+            except BaseException:
+                self._give_back(connection, None)
+                raise
+            if caught_up:
+                self._token_reads["replica_after_wait"] += 1
+                return connection
+            self._give_back(connection, None)
+        self._token_reads["primary"] += 1
+        return self._acquire(False, False, 0.0, max(deadline - time.monotonic(), 0), None)
+
+    def _replayed(self, connection: ConnT, token: WriteToken, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        query = replayed_query(token)
+        pause = CAUSAL_POLL_FIRST
+        while True:
+            row = self._driver.fetch_row(connection, query)
+            if row and row[0]:
+                return True
+            if time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, CAUSAL_POLL_MAX)
+
+    def _no_host_error(
+        self,
+        read_only: bool,
+        fallback_master: bool,
+        timeout: float,
+        failures: dict[int, str],
+        rule: ReadRule | None = None,
+    ) -> NoHostAvailableError:
+        error = self._config_error()
+        if error is not None:
+            raise TypeError(
+                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
+            ) from error
+        replica = "a replica" if rule is None else f"a replica {rule.describe()}"
+        wanted = (
+            replica + (" or the primary" if fallback_master else "") if read_only else "the primary"
+        )
+        lines = []
+        for host in self.topology:
+            line = host.describe()
+            if host.index in failures:
+                line += f" [acquire failed: {failures[host.index]}]"
+            lines.append(line)
+        return NoHostAvailableError(
+            f"no connection to {wanted} within {timeout:g} s; hosts: " + "; ".join(lines)
+        )
+
+    # -- release ------------------------------------------------------------
+
+    def release(self, connection: Any) -> None:
+        """Give back a connection from ``conn = pm.acquire()``, to the pool it came from."""
+        if isinstance(connection, Borrowed):
+            connection = connection.connection
+        state = self._state()
+        if id(connection) not in state.borrowed:
+            if self._closed:
+                return
+            raise ValueError(
+                f"release() got a connection this manager did not hand out: {connection!r}"
+            )
+        self._give_back(connection, None)
+
+    def _give_back(
+        self, connection: ConnT, error: BaseException | None, block: bool = False
+    ) -> None:
+        """The end of a connection's use: commit or roll back, record a position, release."""
+        state = self._state()
+        held = state.borrowed.get(id(connection))
+        if held is None:
+            return  # terminate() closed it
+        index = held[2]
+        failure: BaseException | None = None
+        if block:
+            try:
+                self._driver.end_of_use(connection, error)
+            except BaseException as ending_error:
+                failure = ending_error
+        scope = current_scope()
+        if scope is not None and failure is None and error is None:
+            self._note_position(connection, index, scope, state)
+        with state.lock:
+            record = state.borrowed.pop(id(connection), None)
+            if record is None:
+                return
+            state.in_use[index] -= 1
+            state.reads_on_primary.discard(id(connection))
+            unusable = index in state.unusable
+        pool = record[1]
+        if unusable:
+            self._driver.abort(connection)
+            self._discard(pool, connection)
+        else:
+            if (error is not None and self._driver.is_host_error(error)) or self._driver.is_closed(
+                connection
+            ):
+                self._check_now(index)
+            self._driver.release(pool, connection)
+        if failure is not None:
+            raise failure
+
+    def _discard(self, pool: PoolT, connection: ConnT) -> None:
+        """Give back a connection whose socket was cut: closed, so its pool drops it."""
+        try:
+            close = getattr(connection, "close", None)
+            if close is not None:
+                close()
+            self._driver.release(pool, connection)
+        except Exception as error:  # its pool is closing, or it was gone already
+            logger.debug("pgrouter: giving back a cut connection: %r", error)
+
+    def _note_position(
+        self,
+        connection: ConnT,
+        index: int,
+        scope: ReadYourWrites,
+        state: _ProcessState[PoolT, ConnT],
+    ) -> None:
+        snapshot = state.thread.current
+        host = snapshot.hosts[index]
+        try:
+            if snapshot.is_primary(host):
+                if id(connection) in state.reads_on_primary:
+                    return
+                scope.remember(
+                    token_from_row(self._driver.fetch_row(connection, WRITE_TOKEN_QUERY))
+                )
+            elif scope.monotonic and snapshot.is_replica(host) and snapshot.primaries:
+                row = self._driver.fetch_row(connection, "SELECT pg_last_wal_replay_lsn()::text")
+                from ..driver import parse_lsn
+
+                lsn = parse_lsn(row[0] if row else None)
+                timeline = snapshot.primaries[0].timeline
+                if lsn is not None and timeline is not None and host.system_identifier:
+                    scope.remember(
+                        WriteToken(host.system_identifier & ((1 << 64) - 1), timeline, lsn)
+                    )
+        except Exception as error:
+            if snapshot.is_primary(host):
+                scope.unknown_write = True
+            logger.debug("pgrouter: no position for read-your-writes: %r", error)
+
+    def write_token(self, connection: Any) -> WriteToken:
+        """The token of what a primary connection wrote so far (after its commit)."""
+        if isinstance(connection, Borrowed):
+            connection = connection.connection
+        state = self._state()
+        record = state.borrowed.get(id(connection))
+        if record is None:
+            raise ValueError("write_token() takes a connection this manager handed out")
+        snapshot = state.thread.current
+        if not snapshot.is_primary(snapshot.hosts[record[2]]):
+            raise ValueError("write_token() needs a connection to the primary")
+        token = token_from_row(self._driver.fetch_row(connection, WRITE_TOKEN_QUERY))
+        scope = current_scope()
+        if scope is not None:
+            scope.remember(token)
+        return token
+
+    def _check_now(self, index: int) -> None:
+        state = self._process
+        if state is not None and state.thread.monitor is not None:
+            state.thread.soon(state.thread.monitor.request_check, index)
+
+    # -- pool-level API -------------------------------------------------------
+
+    def get_pool(
+        self,
+        read_only: bool,
+        fallback_master: bool | None = None,
+        master_as_replica_weight: float | None = None,
+        *,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+    ) -> PoolT | None:
+        """The pool the balancer would pick now, or ``None`` (does not wait)."""
+        if self._closed:
+            raise PoolManagerClosedError(f"{self!r} is closed")
+        state = self._state()
+        weight = 0.0
+        if master_as_replica_weight is not None:
+            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
+        rule = self._read_rule
+        if max_lag_bytes is not None or max_lag_seconds is not None:
+            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
+        if read_only and reads_go_to_primary(self._name):
+            read_only = False
+        host = self._pick(
+            state.thread.current,
+            read_only,
+            self._fallback_master if fallback_master is None else fallback_master,
+            weight if read_only else 0.0,
+            rule if read_only else None,
+            state,
+        )
+        return None if host is None else state.keepers[host.index].pool
+
+    def get_master_pools(self) -> list[PoolT]:
+        state = self._state()
+        pools = [state.keepers[host.index].pool for host in state.thread.current.primaries]
+        return [pool for pool in pools if pool is not None]
+
+    def get_replica_pools(self, fallback_master: bool = False) -> list[PoolT]:
+        state = self._state()
+        snapshot = state.thread.current
+        hosts = snapshot.replicas or (snapshot.primaries if fallback_master else [])
+        pools = [state.keepers[host.index].pool for host in hosts]
+        return [pool for pool in pools if pool is not None]
+
+    def get_pool_freesize(self, pool: PoolT) -> int:
+        return self._driver.free_size(pool)
+
+    def is_connection_closed(self, connection: Any) -> bool:
+        if isinstance(connection, Borrowed):
+            connection = connection.connection
+        return self._driver.is_closed(connection)
+
+    # -- readiness ----------------------------------------------------------
+
+    def ready(
+        self,
+        masters_count: int | None = None,
+        replicas_count: int | None = None,
+        timeout: float | None = 10,
+    ) -> None:
+        """Wait until that many primaries and replicas are usable (default: every host)."""
+        if self._closed:
+            raise PoolManagerClosedError(f"{self!r} is closed")
+        arguments.optional_seconds("timeout", timeout, zero=True)
+        everyone = masters_count is None and replicas_count is None
+
+        def is_ready(snapshot: TopologySnapshot) -> bool:
+            if self._config_error() is not None:
+                return True
+            if everyone:
+                return all(host.healthy for host in snapshot)
+            return len(snapshot.primaries) >= (masters_count or 0) and len(snapshot.replicas) >= (
+                replicas_count or 0
+            )
+
+        try:
+            self._state().thread.wait_for(is_ready, timeout)
+        except TimeoutError:
+            wanted = (
+                "every host"
+                if everyone
+                else f"{masters_count or 0} primary(ies) and {replicas_count or 0} replica(s)"
+            )
+            raise NoHostAvailableError(
+                f"not ready within {timeout:g} s, waiting for {wanted}; hosts: "
+                + self.topology.describe()
+            ) from None
+        self._raise_config_error()
+
+    def wait_all_ready(self) -> None:
+        self.ready(timeout=None)
+
+    def wait_masters_ready(self, masters_count: int) -> None:
+        self.ready(masters_count=masters_count, replicas_count=0, timeout=None)
+
+    def wait_replicas_ready(self, replicas_count: int) -> None:
+        self.ready(masters_count=0, replicas_count=replicas_count, timeout=None)
+
+    def wait_next_pool_check(self, timeout: float = 10) -> None:
+        seen = [host.check_count for host in self.topology]
+        self._state().thread.wait_for(
+            lambda snapshot: all(host.check_count > seen[host.index] for host in snapshot),
+            timeout,
+        )
+
+    def wait_first_checks(self, timeout: float | None = None) -> None:
+        self._state().thread.wait_for(
+            lambda snapshot: all(host.check_count > 0 for host in snapshot), timeout
+        )
+        self._raise_config_error()
+
+    def _config_error(self) -> Exception | None:
+        state = self._process
+        if state is None:
+            return None
+        for keeper in state.keepers:
+            if keeper.config_error is not None:
+                return keeper.config_error
+        return None
+
+    def _raise_config_error(self) -> None:
+        error = self._config_error()
+        if error is not None:
+            raise TypeError(
+                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
+            ) from error
+
+    # -- life cycle ---------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """No new acquires; wait for borrowed connections (up to ``timeout``), close the pools."""
+        if self._closed:
+            return
+        self._closed = True
+        state = self._process
+        if state is None or state.pid != os.getpid():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        warned = time.monotonic()
+        while state.borrowed:
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.warning(
+                    "pgrouter: %r: close() timed out with %d connection(s) still in use",
+                    self,
+                    len(state.borrowed),
+                )
+                break
+            if time.monotonic() - warned > 5:
+                warned = time.monotonic()
+                logger.warning(
+                    "pgrouter: %r: close() waits for %d connection(s) still in use",
+                    self,
+                    len(state.borrowed),
+                )
+            time.sleep(0.01)
+        state.thread.stop()
+        for keeper in state.keepers:
+            keeper.close()
+
+    def terminate(self) -> None:
+        """Close everything now, borrowed connections too."""
+        self._closed = True
+        state = self._process
+        if state is None or state.pid != os.getpid():
+            return
+        with state.lock:
+            borrowed, state.borrowed = list(state.borrowed.values()), {}
+        for connection, _, _ in borrowed:
+            self._driver.abort(connection)
+        state.thread.stop()
+        for keeper in state.keepers:
+            keeper.close()
+
+    def __enter__(self) -> BaseSyncPoolManager[PoolT, ConnT]:
+        self._state()
+        self.wait_first_checks(timeout=self._refresh_timeout + 10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _on_topology(
+    state_ref: weakref.ref[_ProcessState[Any, Any]],
+    old: TopologySnapshot,
+    new: TopologySnapshot,
+) -> None:
+    """In the monitor's thread, the instant a snapshot is published (see the async twin)."""
+    state = state_ref()
+    if state is None:
+        return
+    for host in new.hosts:
+        before = old.hosts[host.index]
+        if host.check_count > before.check_count and host.last_error is not None:
+            state.keepers[host.index].host_failed()
+    cut_before = old.superseded.union(host.index for host in old.fenced)
+    cut_now = new.superseded.union(host.index for host in new.fenced) - cut_before
+    state.unusable = new.unusable
+    for index in cut_now:
+        with state.lock:
+            borrowed = [record for record in state.borrowed.values() if record[2] == index]
+        logger.warning(
+            "pgrouter: %s: cutting its connections (%d in use): %s",
+            new.hosts[index].address,
+            len(borrowed),
+            new.describe_host(new.hosts[index]),
+        )
+        for connection, _, _ in borrowed:
+            try:
+                state.keepers[index]._driver.abort(connection)
+            except Exception as error:
+                logger.debug("pgrouter: aborting a connection failed: %r", error)
+        state.keepers[index].cut()
+
+
+def _newer_with_host(version: int, snapshot: TopologySnapshot, **request: Any) -> bool:
+    """A snapshot newer than ``version`` on which this request finds a host."""
+    return snapshot.version > version and has_eligible_host(snapshot, **request)
+
+
+def _serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
+    now = snapshot.hosts[index]
+    return now.healthy and now.role is role and index not in snapshot.unusable
+
+
+def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
+    return snapshot.hosts[host.index].check_count > host.check_count
+
+
+def _closed_pool(error: BaseException) -> bool:
+    """A pool closed under a waiting caller (its host was cut): route again."""
+    return type(error).__name__ == "PoolClosed"
+
+
+def _weak_admit(state_ref: weakref.ref[_ProcessState[Any, Any]]) -> Admit:
+    async def admit(index: int, restarted: bool) -> None:
+        state = state_ref()
+        if state is None:
+            raise PoolManagerClosedError("the manager was garbage collected")
+        await asyncio.to_thread(state.keepers[index].admit, restarted)
+
+    return admit
+
+
+def _weak_busy(state_ref: weakref.ref[_ProcessState[Any, Any]]) -> Any:
+    def busy(index: int) -> bool:
+        state = state_ref()
+        return state is not None and state.in_use[index] > 0
+
+    return busy
+
+
+__all__ = ["BaseSyncPoolManager", "Borrowed"]
