@@ -14,4 +14,5 @@ python3 -m pytest -q "$@"
 # The driver-conformance suite for the drivers that need SQLAlchemy < 1.5, in the
 # legacy environment that scripts/setup.sh made (.venv-legacy).
 PGROUTER_TEST_DRIVERS=aiopg_sa,asyncpgsa .venv-legacy/bin/python -m pytest -q \
-    tests/integration/test_manager_api.py tests/integration/test_topology_changes.py
+    tests/integration/test_manager_api.py tests/integration/test_topology_changes.py \
+    tests/integration/test_consistency.py

@@ -73,7 +73,8 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     async def fetch_row(self, connection: SAConnection, query: str) -> tuple[Any, ...]:
         result = await connection.execute(query)
         row = await result.first()
-        return tuple(row or ())
+        # aiopg.sa's RowProxy is a mapping: iterating it gives the column names.
+        return () if row is None else tuple(row.as_tuple())
 
     def abort(self, connection: SAConnection) -> None:
         if connection.connection is not None:
