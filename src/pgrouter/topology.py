@@ -405,11 +405,11 @@ class TopologyBoard:
                 and latest is not None
                 and not snapshot.follows_another_timeline(host)
             ):
-                reference = (
-                    latest[1] if writer is None or writer.wal_lsn is None else writer.wal_lsn
-                )
-                lag_bytes = max(0, reference - host.wal_lsn)
                 at = host.checked_at if host.checked_at is not None else latest[0]
+                # Against where the primary was when the replica was checked, not
+                # where it is now: the writes between two checks are not lag.
+                reference = self._history.position_at(at)
+                lag_bytes = max(0, (latest[1] if reference is None else reference) - host.wal_lsn)
                 lag_seconds = self._history.lag_seconds(host.wal_lsn, at)
                 last_seen = self._history.last_seen
                 if writer is None and lag_seconds is not None and last_seen is not None:

@@ -59,6 +59,13 @@ class WalHistory:
             return None
         return self._times[-1], self._positions[-1]
 
+    def position_at(self, at: float) -> int | None:
+        """Where the primary was at ``at``, as its checks saw it (the oldest kept if earlier)."""
+        if not self._positions:
+            return None
+        index = bisect.bisect_right(self._times, at)
+        return self._positions[max(index - 1, 0)]
+
     def lag_seconds(self, position: int, at: float) -> float | None:
         """How long before ``at`` the primary was first seen past ``position``.
 

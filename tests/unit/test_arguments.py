@@ -44,7 +44,7 @@ def test_a_bad_manager_argument_is_refused_by_name(
 
 def test_a_heartbeat_of_zero_means_off() -> None:
     manager = PoolManager(DSN, primary_heartbeat=0)
-    assert all(checker._primary_heartbeat is None for checker in manager._checkers)
+    assert all(host._primary_heartbeat is None for host in manager._monitor.hosts)
 
 
 @pytest.mark.parametrize("timeout", [-5, math.nan, math.inf, "1"])

@@ -298,3 +298,11 @@ def test_query_agrees_with_the_health_probe(primary: Node) -> None:
     token = token_from_row(primary.sql(WRITE_TOKEN_QUERY).split("|"))
     assert token.timeline == int(timeline)
     assert token.is_from(int(system_identifier))
+
+
+def test_a_token_just_past_a_page_header_names_the_end_of_the_page_before() -> None:
+    page = 8192
+    for header in (24, 40):
+        token = token_from_row((1, 1, f"0/{5 * page + header:X}"))
+        assert token.lsn == 5 * page  # a replica that replayed up to the page end has it
+    assert token_from_row((1, 1, f"0/{5 * page + 100:X}")).lsn == 5 * page + 100

@@ -34,3 +34,13 @@ def test_a_position_going_back_starts_anew_and_size_is_bounded() -> None:
     history.record(4.0, 50)
     assert len(history) == 1 and history.latest == (4.0, 50)
     assert WalHistory().lag_seconds(1, at=1.0) is None
+
+
+def test_position_at_a_time_is_the_last_seen_by_then() -> None:
+    history = WalHistory()
+    for at, position in [(1.0, 100), (2.0, 200), (3.0, 300)]:
+        history.record(at, position)
+    assert history.position_at(2.5) == 200
+    assert history.position_at(3.0) == 300
+    assert history.position_at(0.5) == 100  # before the oldest kept: the oldest
+    assert WalHistory().position_at(1.0) is None

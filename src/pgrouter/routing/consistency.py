@@ -22,7 +22,7 @@ import contextvars
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..topology import TopologySnapshot
 from .reads import ANY_REPLICA, ReadRule, format_lsn, serves
@@ -161,8 +161,20 @@ def plan_token_read(
         return TokenReadPlan()
     if max(positions) >= token.lsn:
         return TokenReadPlan(first=base.at_least(token.lsn))
-    # The replica nearest the token is the likeliest to reach it soon.
-    return TokenReadPlan(nearest=base.at_least(max(positions)))
+    # The replicas nearest the token are the likeliest to reach it soon: those
+    # within NEAR_SECONDS of the least lagging one, spread by the balancer (a
+    # paused or far-behind replica is not asked to wait).
+    lags = [
+        replica.lag_seconds
+        for replica in snapshot.replicas
+        if replica.lag_seconds is not None and serves(replica, base)
+    ]
+    if not lags:
+        return TokenReadPlan(nearest=base.at_least(max(positions)))
+    near = min(lags) + NEAR_SECONDS
+    if base.max_lag_seconds is not None:
+        near = min(near, base.max_lag_seconds)
+    return TokenReadPlan(nearest=replace(base, max_lag_seconds=near))
 
 
 def replayed_query(token: WriteToken) -> str:
@@ -170,6 +182,9 @@ def replayed_query(token: WriteToken) -> str:
     return f"SELECT pg_last_wal_replay_lsn() >= '{format_lsn(token.lsn)}'::pg_lsn"
 
 
+#: A read after a token that no replica covers yet waits on a replica at most this
+#: far (seconds) behind the least lagging one.
+NEAR_SECONDS = 1.0
 #: A read after a token asks its replica again after this long, doubling up to the max.
 CAUSAL_POLL_FIRST = 0.002
 CAUSAL_POLL_MAX = 0.05

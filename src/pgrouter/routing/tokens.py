@@ -178,11 +178,31 @@ def token_from_row(row: Sequence[Any]) -> WriteToken:
     lsn = parse_lsn(lsn_text)
     if lsn is None:
         raise ValueError("write token query returned no WAL position")
+    lsn = _before_page_header(lsn)
     return WriteToken(
         system_identifier=int(system_identifier) & _UINT64,
         timeline=int(timeline) & _UINT32,
         lsn=lsn,
     )
+
+
+#: PostgreSQL's WAL page size and the sizes of a page's header (short, and long
+#: at the start of a segment), as built by default.
+_WAL_PAGE = 8192
+_PAGE_HEADERS = (24, 40)
+
+
+def _before_page_header(lsn: int) -> int:
+    """The insert position just past a page header is the end of the page before it.
+
+    When the last record ends exactly at a page boundary, the insert position
+    points past the next page's header, where no record has been written yet: a
+    replica's replay position (the end of the last record) would never reach it
+    until more WAL comes. No record ends inside a header, so both name the same
+    point of the WAL.
+    """
+    offset = lsn % _WAL_PAGE
+    return lsn - offset if offset in _PAGE_HEADERS else lsn
 
 
 def _check(body: str) -> str:
