@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs each driver extra from a built wheel, as README.md spells it, into a clean
-# virtual environment, and imports that extra's manager module there.
+# Installs each extra from a built wheel, as README.md spells it, into a clean virtual
+# environment, and imports there what the extra exists for (a driver's manager module).
 #
 # Why a built wheel and clean environments: an editable install in the test
 # environment never reads the wheel's metadata, and already has every dependency, so
@@ -11,14 +11,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# extra (as README.md spells it) -> the module it exists for
+# extra (as README.md spells it) -> what must then import from the clean environment:
+# `module[:attribute]`, comma separated
 declare -A MODULES=(
-    [asyncpg]=pgrouter.asyncpg
-    [psycopg]=pgrouter.psycopg3
-    [aiopg]=pgrouter.aiopg
-    [aiopg-sa]=pgrouter.aiopg_sa
-    [asyncpgsa]=pgrouter.asyncpgsa
-    [sqlalchemy]=pgrouter.sqlalchemy
+    [asyncpg]=pgrouter.asyncpg:PoolManager
+    [psycopg]=pgrouter.psycopg3:PoolManager,pgrouter.sync.psycopg:PoolManager
+    [aiopg]=pgrouter.aiopg:PoolManager
+    [aiopg-sa]=pgrouter.aiopg_sa:PoolManager
+    [asyncpgsa]=pgrouter.asyncpgsa:PoolManager
+    [sqlalchemy]=pgrouter.sqlalchemy:PoolManager
+    [psycopg2]=pgrouter.sync.psycopg2:PoolManager
+    # gevent and psycogreen; psycogreen.gevent needs psycopg2 too (COMBINED below)
+    [gevent]=gevent.monkey:patch_all,psycogreen,pgrouter.sync.green:real_thread
+)
+# Extras README.md shows installed together: label -> the extras, and what must import
+declare -A COMBINED_EXTRAS=([psycopg2+gevent]=psycopg2,gevent)
+declare -A COMBINED=(
+    [psycopg2+gevent]=psycogreen.gevent:patch_psycopg,pgrouter.sync.psycopg2:PoolManager
 )
 OLDEST_PIP=22.0.4
 
@@ -65,8 +74,8 @@ if bad or unknown:
 EOF
 
 # One clean environment per extra, in parallel: pip's cache makes each a few seconds.
-install() {  # install LABEL EXTRA [PIP_VERSION]
-    local label=$1 extra=$2 pip_version=${3:-} venv="$work/venv-$1"
+install() {  # install LABEL EXTRAS CHECKS [PIP_VERSION]
+    local label=$1 extra=$2 checks=$3 pip_version=${4:-} venv="$work/venv-$1"
     python3 -m venv "$venv"
     if [ -n "$pip_version" ]; then
         "$venv/bin/python" -m pip install -q "pip==$pip_version"
@@ -81,20 +90,31 @@ install() {  # install LABEL EXTRA [PIP_VERSION]
         return 1
     fi
     # From outside the source tree, so only the installed wheel can be imported.
-    (cd "$work" && "$venv/bin/python" -c "
-import importlib, sys
-module = importlib.import_module('${MODULES[$extra]}')
-assert module.__file__.startswith(sys.prefix), module.__file__
-module.PoolManager
-")
+    (cd "$work" && "$venv/bin/python" - "$checks" <<'EOF'
+import importlib
+import sys
+
+for check in sys.argv[1].split(","):
+    name, _, attribute = check.partition(":")
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(sys.prefix), module.__file__
+    if attribute:
+        getattr(module, attribute)
+EOF
+    )
 }
 
 declare -A jobs=()
 for extra in "${!MODULES[@]}"; do
-    install "$extra" "$extra" >"$work/$extra.log" 2>&1 &
+    install "$extra" "$extra" "${MODULES[$extra]}" >"$work/$extra.log" 2>&1 &
     jobs[$extra]=$!
 done
-install "aiopg-sa-pip$OLDEST_PIP" aiopg-sa "$OLDEST_PIP" >"$work/aiopg-sa-pip$OLDEST_PIP.log" 2>&1 &
+for label in "${!COMBINED[@]}"; do
+    install "$label" "${COMBINED_EXTRAS[$label]}" "${COMBINED[$label]}" >"$work/$label.log" 2>&1 &
+    jobs[$label]=$!
+done
+install "aiopg-sa-pip$OLDEST_PIP" aiopg-sa "${MODULES[aiopg-sa]}" "$OLDEST_PIP" \
+    >"$work/aiopg-sa-pip$OLDEST_PIP.log" 2>&1 &
 jobs["aiopg-sa-pip$OLDEST_PIP"]=$!
 
 failed=()
@@ -109,4 +129,4 @@ if [ ${#failed[@]} -ne 0 ]; then
     echo "check_extras: FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "check_extras: ${#jobs[@]} installs from the wheel imported their manager module"
+echo "check_extras: ${#jobs[@]} installs from the wheel imported what their extras are for"
