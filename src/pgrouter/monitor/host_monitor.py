@@ -123,6 +123,12 @@ class HostMonitor:
         """Run the next check now instead of at the next tick."""
         self._wake.set()
 
+    @property
+    def sleeping_idle(self) -> bool:
+        """True while the check sleeps ``refresh_delay`` as an idle primary (readable from
+        any thread: a face elsewhere wakes it only then, see :meth:`work_started`)."""
+        return self._idle_sleep
+
     def work_started(self) -> None:
         """A connection to this host was just handed out, and none was before.
 

@@ -24,10 +24,10 @@ socket the parent still uses. It is kept referenced, so no finalizer runs.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
+import threading
 import time
 import weakref
 from types import TracebackType
@@ -65,6 +65,19 @@ _TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
 
 #: What forked children inherited and must never touch (see the module docstring).
 _INHERITED: list[object] = []
+
+#: Forks of this process so far: a state made before the last fork is the parent's.
+#: (One integer compare per call instead of os.getpid().)
+_forks = 0
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Borrowed(Generic[ConnT]):
@@ -105,17 +118,22 @@ class _ProcessState(Generic[PoolT, ConnT]):
 
     def __init__(self, manager: BaseSyncPoolManager[PoolT, ConnT]) -> None:
         self.pid = os.getpid()
+        self.generation = _forks
         hosts = manager._hosts
+        self.callers = green.CallerSide()
         self.keepers = [
             SyncPoolKeeper(
                 index=index,
                 dsn=host,
                 driver=manager._driver,
                 pool_kwargs=manager._pool_kwargs,
+                callers=self.callers,
             )
             for index, host in enumerate(hosts)
         ]
         self.in_use = [0] * len(hosts)
+        # Per host: connections given back, so a stalled pool is told from a busy one.
+        self.returned = [0] * len(hosts)
         # id(connection) -> (connection, its pool, its host's index)
         self.borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
         self.reads_on_primary: set[int] = set()
@@ -183,7 +201,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         self._name = name
         self._causal_wait = arguments.seconds("causal_wait", causal_wait, zero=True)
         self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
-        self._state_lock = green.original_lock()
+        self._state_lock = threading.Lock()  # greenlets wait on it under gevent
         self._process: _ProcessState[PoolT, ConnT] | None = None
         self._closed = False
 
@@ -196,22 +214,22 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
     def _state(self) -> _ProcessState[PoolT, ConnT]:
         """This process's monitor and pools, started on first use (again after a fork)."""
         state = self._process
-        if state is not None and state.pid == os.getpid():
+        if state is not None and state.generation == _forks:
             return state
         with self._state_lock:
             state = self._process
-            if state is None or state.pid != os.getpid():
+            if state is None or state.generation != _forks:
                 if self._closed:
                     raise PoolManagerClosedError(f"{self!r} is closed")
                 if state is not None:
                     _INHERITED.append(state)  # the parent's: never touched here
                 state = _ProcessState(self)
-                self._process = state
                 state.thread.start()
                 assert state.thread.monitor is not None
                 state.thread.monitor.board.listen(
                     functools.partial(_on_topology, weakref.ref(state))
                 )
+                self._process = state  # last: a racing caller sees it only once it runs
         return state
 
     def _make_monitor(self, admit: Admit, busy: Any) -> TopologyMonitor:
@@ -397,7 +415,12 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                 failures[host.index] = "no free connection in its pool"
                 raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
             except Exception as error:
-                if not self._driver.is_host_error(error) and not _closed_pool(error):
+                if _closed_pool(error):
+                    # Cut or rebuilt under us: the snapshot that did it is out
+                    # already; waiting for a check of a frozen host would not end.
+                    failures[host.index] = "its pool was closed while we waited for it"
+                    continue
+                if not self._driver.is_host_error(error):
                     raise
                 failures[host.index] = describe_error(error)
                 self._check_now(host.index)
@@ -431,7 +454,9 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                 failures[index] = "its pool was cut while we waited for it"
                 continue
             if first:
-                thread.soon(self._monitor().work_started, index)
+                host_monitor = self._monitor().hosts[index]
+                if host_monitor.sleeping_idle:  # else its heartbeat runs anyway: no wake-up
+                    thread.soon(host_monitor.work_started)
             return connection
 
     def _take(
@@ -448,6 +473,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         """
         while True:
             remaining = deadline - time.monotonic()
+            returned = state.returned[host.index]
             try:
                 return self._driver.acquire(pool, max(min(remaining, SLICE), 0))
             except TimeoutError:
@@ -455,7 +481,9 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                     raise
             if not _serves(state.thread.current, host.index, host.role):
                 return None
-            self._check_now(host.index)  # full for a whole slice: stuck on a frozen server?
+            if state.returned[host.index] == returned:
+                # Full, and nothing came back for a whole slice: stuck on a frozen server?
+                self._check_now(host.index)
 
     def _acquire_after(
         self,
@@ -567,6 +595,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             if record is None:
                 return
             state.in_use[index] -= 1
+            state.returned[index] += 1
             state.reads_on_primary.discard(id(connection))
             unusable = index in state.unusable
         pool = record[1]
@@ -846,6 +875,9 @@ def _on_topology(
     state.unusable = new.unusable
     for index in cut_now:
         with state.lock:
+            # The pool goes first, under the lock _acquire records under: a
+            # connection handed over from now on is refused there, never missed here.
+            state.keepers[index].cut()
             borrowed = [record for record in state.borrowed.values() if record[2] == index]
         logger.warning(
             "pgrouter: %s: cutting its connections (%d in use): %s",
@@ -858,7 +890,6 @@ def _on_topology(
                 state.keepers[index]._driver.abort(connection)
             except Exception as error:
                 logger.debug("pgrouter: aborting a connection failed: %r", error)
-        state.keepers[index].cut()
 
 
 def _newer_with_host(version: int, snapshot: TopologySnapshot, **request: Any) -> bool:
@@ -885,7 +916,7 @@ def _weak_admit(state_ref: weakref.ref[_ProcessState[Any, Any]]) -> Admit:
         state = state_ref()
         if state is None:
             raise PoolManagerClosedError("the manager was garbage collected")
-        await asyncio.to_thread(state.keepers[index].admit, restarted)
+        await state.callers.run(functools.partial(state.keepers[index].admit, restarted))
 
     return admit
 

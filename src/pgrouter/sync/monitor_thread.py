@@ -60,7 +60,7 @@ class MonitorThread:
         self._started.wait()
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = green.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
 

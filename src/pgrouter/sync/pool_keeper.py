@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from typing import Any, Generic
 
 from ..dsn import HostDsn
@@ -30,14 +29,16 @@ class SyncPoolKeeper(Generic[PoolT, ConnT]):
         dsn: HostDsn,
         driver: SyncDriver[PoolT, ConnT],
         pool_kwargs: dict[str, Any],
+        callers: green.CallerSide,
     ) -> None:
+        self._callers = callers
         self.index = index
         self.dsn = dsn
         self.pool: PoolT | None = None
         self._driver = driver
         self._pool_kwargs = pool_kwargs
         self._stale = False
-        self._lock = threading.Lock()
+        self._lock = green.original_lock()
         self.config_error: Exception | None = None
 
     def admit(self, restarted: bool) -> None:
@@ -84,7 +85,7 @@ class SyncPoolKeeper(Generic[PoolT, ConnT]):
             except Exception as error:  # it was dead anyway
                 logger.debug("pgrouter: closing an old pool of %s: %s", self.dsn.address, error)
 
-        green.real_thread(close, name="pgrouter-close-pool")  # an OS thread, under gevent too
+        self._callers.start(close, name="pgrouter-close-pool")
 
 
 __all__ = ["SyncPoolKeeper"]

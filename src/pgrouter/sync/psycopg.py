@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import psycopg_pool
 
 from .manager import BaseSyncPoolManager
 from .psycopg_driver import SyncPsycopgDriver
 
 
-class PoolManager(BaseSyncPoolManager[psycopg_pool.ConnectionPool, "psycopg.Connection[Any]"]):
+class PoolManager(BaseSyncPoolManager[psycopg_pool.ConnectionPool, psycopg.Connection[Any]]):
     def __init__(self, dsn: str, **kwargs: Any) -> None:
         super().__init__(dsn, driver=SyncPsycopgDriver(), **kwargs)
 

@@ -1,15 +1,21 @@
 """psycopg2 for the blocking face: one blocking pool per host, checks through aiopg.
 
-psycopg2's own ``ThreadedConnectionPool`` is thread-safe but never waits: an
-exhausted pool raises at once. :class:`BlockingPsycopg2Pool` adds the wait,
-with a semaphore of the pool's size around it, so a caller waits for a
-connection within its timeout as with every other pool. The monitor's checks
-run through aiopg (psycopg2 in asynchronous mode) on the monitor's loop.
+psycopg2's own ``ThreadedConnectionPool`` is thread-safe but never waits (an
+exhausted pool raises at once), and it connects while holding its lock: one
+connect to a frozen server stalls every caller of that pool, and the release
+of a connection cut meanwhile, until the server thaws. :class:`BlockingPsycopg2Pool`
+is the pool this face needs instead: a caller waits for a connection within its
+timeout, new connections are opened in the background (as psycopg_pool's
+workers do), so a waiter can leave when its host stops serving, and no lock is
+held across a round trip. The monitor's checks run through aiopg (psycopg2 in
+asynchronous mode) on the monitor's loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Any
 
 import psycopg2
@@ -32,44 +38,111 @@ CONNECTION_DEFAULTS = {
 }
 
 
+class PoolClosed(psycopg2.pool.PoolError):  # type: ignore[misc]
+    """The pool was closed (its host cut or its pool rebuilt): route again."""
+
+
 class BlockingPsycopg2Pool:
-    """``ThreadedConnectionPool`` that waits for a free connection instead of raising."""
+    """A psycopg2 pool that waits for a free connection and connects in the background.
+
+    ``opened`` counts connections open or being opened, never more than
+    ``maxconn``; ``in_use`` those handed out. A caller that finds no idle
+    connection starts one connect (while there is room) and waits on the
+    condition for whichever connection comes first; a connect that fails wakes
+    the waiters with its error.
+    """
 
     def __init__(self, conninfo: str, *, minconn: int = 1, maxconn: int = 10) -> None:
+        if not 0 <= minconn <= maxconn or maxconn < 1:
+            raise ValueError(
+                f"need 0 <= minconn <= maxconn and maxconn >= 1, got {minconn}, {maxconn}"
+            )
         self.maxconn = maxconn
-        self._pool = psycopg2.pool.ThreadedConnectionPool(minconn, maxconn, conninfo)
-        self._slots = threading.BoundedSemaphore(maxconn)
-        self._lock = threading.Lock()
+        self._conninfo = conninfo
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[Any] = []
+        self._opened = 0
+        self._failures = 0
+        self._last_error: BaseException | None = None
+        self._closed = False
         self.in_use = 0
+        try:
+            for _ in range(minconn):
+                self._idle.append(psycopg2.connect(conninfo))
+                self._opened += 1
+        except BaseException:
+            self.closeall()
+            raise
 
     def getconn(self, timeout: float) -> Any:
-        if not self._slots.acquire(timeout=max(timeout, 0)):
-            raise TimeoutError(f"no free connection within {timeout:g} s")
+        deadline = time.monotonic() + max(timeout, 0)
+        with self._cond:
+            failures = self._failures
+            while True:
+                if self._closed:
+                    raise PoolClosed("connection pool is closed")
+                if self._idle:
+                    self.in_use += 1
+                    return self._idle.pop()
+                if self._failures != failures and self._last_error is not None:
+                    raise self._last_error
+                if self._opened < self.maxconn:
+                    self._opened += 1
+                    threading.Thread(
+                        target=self._open, name="pgrouter-connect", daemon=True
+                    ).start()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no free connection within {timeout:g} s")
+                self._cond.wait(remaining)
+
+    def _open(self) -> None:
         try:
-            connection = self._pool.getconn()
-        except BaseException:
-            self._slots.release()
-            raise
-        with self._lock:
-            self.in_use += 1
-        return connection
+            connection = psycopg2.connect(self._conninfo)
+        except BaseException as error:
+            with self._cond:
+                self._opened -= 1
+                self._failures += 1
+                self._last_error = error
+                self._cond.notify_all()
+            return
+        with self._cond:
+            keep = not self._closed
+            if keep:
+                self._idle.append(connection)
+                self._cond.notify()
+            else:
+                self._opened -= 1
+        if not keep:
+            connection.close()  # finished after the pool closed (a thawed server)
 
     def putconn(self, connection: Any) -> None:
-        try:
-            # A broken or mid-transaction connection is closed, not kept.
-            close = bool(connection.closed) or (
-                connection.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
-            )
-            if close and not connection.closed:
-                connection.close()
-            self._pool.putconn(connection, close=close)
-        finally:
-            with self._lock:
-                self.in_use -= 1
-            self._slots.release()
+        # A broken or mid-transaction connection is closed, not kept.
+        keep = bool(
+            not connection.closed
+            and connection.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        )
+        with self._cond:
+            self.in_use -= 1
+            keep = keep and not self._closed
+            if keep:
+                self._idle.append(connection)
+            else:
+                self._opened -= 1
+            self._cond.notify()
+        if not keep and not connection.closed:
+            connection.close()
 
     def closeall(self) -> None:
-        self._pool.closeall()
+        """Close the idle connections now; borrowed ones are closed as they come back."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._opened -= len(idle)
+            self._cond.notify_all()
+        for connection in idle:
+            with contextlib.suppress(psycopg2.Error):
+                connection.close()
 
 
 class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
@@ -135,4 +208,4 @@ class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
         return is_psycopg2_config_error(error)
 
 
-__all__ = ["BlockingPsycopg2Pool", "SyncPsycopg2Driver"]
+__all__ = ["BlockingPsycopg2Pool", "PoolClosed", "SyncPsycopg2Driver"]
