@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from typing import Any
 
 import psycopg2
@@ -148,6 +149,11 @@ class BlockingPsycopg2Pool:
 class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
     name = "psycopg2"
 
+    def __init__(self) -> None:
+        # Cut at the socket (abort): closed for the manager, though psycopg2
+        # only finds out at the connection's next use.
+        self._cut: weakref.WeakSet[Any] = weakref.WeakSet()
+
     def probe_driver(self) -> Driver[Any, Any]:
         from ..drivers.aiopg import AiopgDriver
 
@@ -174,8 +180,12 @@ class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
     def max_size(self, pool: BlockingPsycopg2Pool) -> int:
         return pool.maxconn
 
+    def abort(self, connection: Any) -> None:
+        self._cut.add(connection)
+        super().abort(connection)
+
     def is_closed(self, connection: Any) -> bool:
-        return bool(connection.closed)
+        return bool(connection.closed) or (bool(self._cut) and connection in self._cut)
 
     def socket_of(self, connection: Any) -> int | None:
         return None if connection.closed else int(connection.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import psycopg
@@ -16,6 +17,11 @@ from .driver import SyncDriver
 
 class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connection[Any]]):
     name = "psycopg"
+
+    def __init__(self) -> None:
+        # Cut at the socket (abort): closed for the manager, though psycopg only
+        # finds out at the connection's next use (as the async driver's).
+        self._cut: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     def probe_driver(self) -> Driver[Any, Any]:
         return PsycopgDriver()
@@ -52,8 +58,14 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
     def max_size(self, pool: psycopg_pool.ConnectionPool) -> int:
         return int(pool.max_size)
 
+    def abort(self, connection: psycopg.Connection[Any]) -> None:
+        self._cut.add(connection)
+        super().abort(connection)
+
     def is_closed(self, connection: psycopg.Connection[Any]) -> bool:
-        return bool(connection.closed or connection.broken)
+        return bool(connection.closed or connection.broken) or (
+            bool(self._cut) and connection in self._cut
+        )
 
     def socket_of(self, connection: psycopg.Connection[Any]) -> int | None:
         return None if connection.closed else int(connection.pgconn.socket)
