@@ -22,8 +22,10 @@ ConnT = TypeVar("ConnT")
 #: One round trip tells role, WAL position, timeline and when the server started:
 #: a changed start time means every pooled connection is dead; the timeline
 #: settles which of two primaries is the newer (split brain); the system
-#: identifier and start time together name the server, so one server listed
-#: under two names (``localhost`` and ``127.0.0.1``) is seen as one server.
+#: identifier, start time and configured port together name the server, so one
+#: server listed under two names (``localhost`` and ``127.0.0.1``, or its unix
+#: socket) is seen as one server, and two replicas of one machine started in the
+#: same microsecond are still two.
 #: A replica's timeline is the one its WAL receiver streams, visible only to
 #: roles with ``pg_read_all_stats`` (NULL otherwise: unknown, not an error).
 PROBE_QUERY = (
@@ -33,7 +35,8 @@ PROBE_QUERY = (
     "CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
     "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
     "extract(epoch from pg_postmaster_start_time())::float8, "
-    "(SELECT system_identifier FROM pg_control_system())"
+    "(SELECT system_identifier FROM pg_control_system()), "
+    "current_setting('port')::int"
 )
 
 
@@ -46,6 +49,7 @@ class ProbeResult:
     timeline: int | None = None  # a replica's only when its role may see its WAL receiver
     server_started_at: float | None = None  # epoch seconds
     system_identifier: int | None = None  # the cluster's, shared by its replicas
+    server_port: int | None = None  # the port the server listens on (its setting)
 
 
 def parse_lsn(text: str | None) -> int | None:
@@ -59,12 +63,14 @@ def parse_lsn(text: str | None) -> int | None:
 def probe_result(row: tuple[Any, ...] | Any) -> ProbeResult:
     """Build the result from the probe's row, as any driver returns it."""
     in_recovery, lsn, timeline, started, system_id = row[0], row[1], row[2], row[3], row[4]
+    port = row[5] if len(row) > 5 else None
     return ProbeResult(
         in_recovery=bool(in_recovery),
         wal_lsn=parse_lsn(lsn),
         timeline=None if timeline is None else int(timeline),
         server_started_at=None if started is None else float(started),
         system_identifier=None if system_id is None else int(system_id),
+        server_port=None if port is None else int(port),
     )
 
 

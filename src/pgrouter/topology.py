@@ -55,6 +55,7 @@ class HostState:
     timeline: int | None = None
     server_started_at: float | None = None  # a change means the server restarted
     system_identifier: int | None = None  # the cluster's (replicas share it)
+    server_port: int | None = None  # the port the server listens on, however reached
     last_error: str | None = None  # why the last check failed (redacted), None if it passed
     checked_at: float | None = None  # time.monotonic() of the last finished check
     check_count: int = 0  # finished checks, pass or fail
@@ -68,15 +69,17 @@ class HostState:
         return self.dsn.address
 
     @property
-    def server_key(self) -> tuple[int, float] | None:
+    def server_key(self) -> tuple[int, float, int | None] | None:
         """Names the server behind this host: two DSN entries with one key are one server.
 
         The system identifier alone is shared by a primary and its replicas;
-        with the postmaster's start time (microseconds) it tells servers apart.
+        with the postmaster's start time (microseconds) and the port it listens
+        on (its setting, the same through any address or its unix socket) it
+        tells servers apart, also two replicas of one machine started at once.
         """
         if self.system_identifier is None or self.server_started_at is None:
             return None
-        return (self.system_identifier, self.server_started_at)
+        return (self.system_identifier, self.server_started_at, self.server_port)
 
     @property
     def claims_primary(self) -> bool:
@@ -131,7 +134,7 @@ class TopologySnapshot:
         service name beside node names) is one server: the first name serves
         it, the others get no work of their own and are no split brain.
         """
-        first: dict[tuple[int, float], int] = {}
+        first: dict[tuple[int, float, int | None], int] = {}
         aliases: dict[int, int] = {}
         for host in self.hosts:
             key = host.server_key if host.healthy else None

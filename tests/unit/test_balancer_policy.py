@@ -175,3 +175,15 @@ def test_snapshot_lag_estimate() -> None:
     alone = board.update(1, role=R, healthy=True, wal_lsn=1000, checked_at=16.0, check_count=3)
     assert alone.replication_lag_bytes(alone.hosts[1]) == 0
     assert alone.replication_lag_seconds(alone.hosts[1]) == pytest.approx(5.0)
+
+
+def test_two_servers_started_in_the_same_microsecond_are_two_servers() -> None:
+    """Replicas of one machine, started at once, share the cluster's identifier and
+    may share a start time: the port they listen on still tells them apart."""
+    board = TopologyBoard([HostDsn(host="h", port=1), HostDsn(host="h", port=2)])
+    same = {"role": R, "healthy": True, "system_identifier": 7, "server_started_at": 1.5}
+    board.update(0, **same, server_port=1, check_count=1)
+    snapshot = board.update(1, **same, server_port=2, check_count=1)
+    assert snapshot.aliases == {} and len(snapshot.replicas) == 2
+    snapshot = board.update(1, **same, server_port=1, check_count=2)  # one server, two names
+    assert snapshot.aliases == {1: 0} and len(snapshot.replicas) == 1

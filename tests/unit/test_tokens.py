@@ -294,7 +294,7 @@ def test_query_gives_a_token_not_behind_the_last_write(primary: Node) -> None:
 
 @pytest.mark.cluster
 def test_query_agrees_with_the_health_probe(primary: Node) -> None:
-    _, _, timeline, _, system_identifier = primary.sql(PROBE_QUERY).split("|")
+    _, _, timeline, _, system_identifier, _ = primary.sql(PROBE_QUERY).split("|")
     token = token_from_row(primary.sql(WRITE_TOKEN_QUERY).split("|"))
     assert token.timeline == int(timeline)
     assert token.is_from(int(system_identifier))

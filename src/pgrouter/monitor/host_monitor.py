@@ -286,6 +286,7 @@ class HostMonitor:
             timeline=result.timeline,
             server_started_at=result.server_started_at,
             system_identifier=result.system_identifier,
+            server_port=result.server_port,
             last_error=None,
             checked_at=time.monotonic(),
             check_count=previous.check_count + 1,
