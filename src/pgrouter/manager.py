@@ -46,7 +46,15 @@ from .routing.pinning import reads_go_to_primary
 from .routing.reads import ReadRule
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from .staleness import StalenessPolicy, bounds_of
-from .topology import HostRole, HostState, TopologySnapshot
+from .topology import (
+    HostRole,
+    HostState,
+    TopologySnapshot,
+    checked_since,
+    newly_cut,
+    newly_failed,
+    serves,
+)
 
 logger = logging.getLogger("pgrouter")
 
@@ -566,7 +574,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 self._check_now(host.index)
                 try:
                     await self._board.wait_for(
-                        functools.partial(_checked_since, host),
+                        functools.partial(checked_since, host),
                         deadline - loop.time(),
                     )
                 except asyncio.TimeoutError:
@@ -712,19 +720,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         - Waits parked on a host that no longer serves their role are tripped.
         - Connections of unusable hosts are cut when given back (_give_back).
         """
-        for host in new.hosts:
-            before = old.hosts[host.index]
-            if host.check_count > before.check_count and host.last_error is not None:
-                self._keepers[host.index].host_failed()
+        for index in newly_failed(old, new):
+            self._keepers[index].host_failed()
         for index in new.unusable - old.unusable:
             self._releasing.abort_host(index)
-        cut_before = old.superseded.union(host.index for host in old.fenced)
-        for index in new.superseded.union(host.index for host in new.fenced) - cut_before:
+        for index in newly_cut(old, new):
             self._cut_host(index, new)
         self._unusable = new.unusable
         for index, parked in enumerate(self._parked):
             for role, waits in parked.items():
-                if waits and not _serves(new, index, role):
+                if waits and not serves(new, index, role):
                     for wait in list(waits):
                         wait.trip()
 
@@ -1313,13 +1318,7 @@ async def _nothing() -> None:
 
 def _no_longer_usable(host: HostState, snapshot: TopologySnapshot) -> bool:
     """True once ``snapshot`` shows ``host`` down, in another role, fenced or superseded."""
-    return not _serves(snapshot, host.index, host.role)
-
-
-def _serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
-    """True while ``snapshot`` has host ``index`` healthy in ``role`` and not cut off."""
-    now = snapshot.hosts[index]
-    return now.healthy and now.role is role and index not in snapshot.unusable
+    return not serves(snapshot, host.index, host.role)
 
 
 def _is_busy(in_use: list[int], index: int) -> bool:
@@ -1337,11 +1336,6 @@ def _weak_admit(method: weakref.WeakMethod[Admit]) -> Admit:
         await bound(index, restarted)
 
     return admit
-
-
-def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
-    """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
-    return snapshot.hosts[host.index].check_count > host.check_count
 
 
 __all__ = ["BasePoolManager"]

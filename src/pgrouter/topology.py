@@ -274,6 +274,33 @@ class TopologySnapshot:
         return line
 
 
+def serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
+    """True while ``snapshot`` has host ``index`` healthy in ``role`` and not cut off."""
+    now = snapshot.hosts[index]
+    return now.healthy and now.role is role and index not in snapshot.unusable
+
+
+def checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
+    """True once ``snapshot`` holds a newer check of ``host`` than ``host`` itself."""
+    return snapshot.hosts[host.index].check_count > host.check_count
+
+
+def newly_cut(old: TopologySnapshot, new: TopologySnapshot) -> frozenset[int]:
+    """Hosts superseded or fenced in ``new`` and not in ``old``: every face cuts their
+    connections (borrowed ones too) the instant it sees them."""
+    before = old.superseded.union(host.index for host in old.fenced)
+    return new.superseded.union(host.index for host in new.fenced) - before
+
+
+def newly_failed(old: TopologySnapshot, new: TopologySnapshot) -> list[int]:
+    """Hosts whose check failed between ``old`` and ``new``: their pools are stale."""
+    return [
+        host.index
+        for host in new.hosts
+        if host.check_count > old.hosts[host.index].check_count and host.last_error is not None
+    ]
+
+
 class TopologyBoard:
     """Holds the current snapshot and wakes everyone waiting for the next one."""
 

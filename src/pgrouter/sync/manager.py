@@ -50,7 +50,15 @@ from ..routing.pinning import reads_go_to_primary
 from ..routing.reads import ReadRule
 from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from ..staleness import StalenessPolicy, bounds_of
-from ..topology import HostRole, HostState, TopologySnapshot
+from ..topology import (
+    HostRole,
+    HostState,
+    TopologySnapshot,
+    checked_since,
+    newly_cut,
+    newly_failed,
+    serves,
+)
 from . import green
 from .driver import ConnT, PoolT, SyncDriver
 from .monitor_thread import MonitorThread
@@ -426,7 +434,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                 self._check_now(host.index)
                 try:
                     thread.wait_for(
-                        functools.partial(_checked_since, host),
+                        functools.partial(checked_since, host),
                         max(deadline - time.monotonic(), 0),
                     )
                 except TimeoutError:
@@ -479,7 +487,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             except TimeoutError:
                 if remaining <= SLICE:
                     raise
-            if not _serves(state.thread.current, host.index, host.role):
+            if not serves(state.thread.current, host.index, host.role):
                 return None
             if state.returned[host.index] == returned:
                 # Full, and nothing came back for a whole slice: stuck on a frozen server?
@@ -866,14 +874,10 @@ def _on_topology(
     state = state_ref()
     if state is None:
         return
-    for host in new.hosts:
-        before = old.hosts[host.index]
-        if host.check_count > before.check_count and host.last_error is not None:
-            state.keepers[host.index].host_failed()
-    cut_before = old.superseded.union(host.index for host in old.fenced)
-    cut_now = new.superseded.union(host.index for host in new.fenced) - cut_before
+    for index in newly_failed(old, new):
+        state.keepers[index].host_failed()
     state.unusable = new.unusable
-    for index in cut_now:
+    for index in newly_cut(old, new):
         with state.lock:
             # The pool goes first, under the lock _acquire records under: a
             # connection handed over from now on is refused there, never missed here.
@@ -895,15 +899,6 @@ def _on_topology(
 def _newer_with_host(version: int, snapshot: TopologySnapshot, **request: Any) -> bool:
     """A snapshot newer than ``version`` on which this request finds a host."""
     return snapshot.version > version and has_eligible_host(snapshot, **request)
-
-
-def _serves(snapshot: TopologySnapshot, index: int, role: HostRole) -> bool:
-    now = snapshot.hosts[index]
-    return now.healthy and now.role is role and index not in snapshot.unusable
-
-
-def _checked_since(host: HostState, snapshot: TopologySnapshot) -> bool:
-    return snapshot.hosts[host.index].check_count > host.check_count
 
 
 def _closed_pool(error: BaseException) -> bool:
