@@ -45,7 +45,8 @@ from .routing.consistency import (
 from .routing.pinning import reads_go_to_primary
 from .routing.reads import ReadRule
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from .staleness import StalenessPolicy, bounds_of
+from .settings import manager_settings
+from .staleness import StalenessPolicy
 from .topology import (
     HostRole,
     HostState,
@@ -109,38 +110,35 @@ class BasePoolManager(Generic[PoolT, ConnT]):
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
-        self._acquire_timeout = arguments.seconds("acquire_timeout", acquire_timeout, zero=True)
-        self._refresh_delay = refresh_delay = arguments.seconds("refresh_delay", refresh_delay)
-        self._refresh_timeout = arguments.seconds("refresh_timeout", refresh_timeout)
-        self._fallback_master = arguments.flag("fallback_master", fallback_master)
-        self._master_as_replica_weight = arguments.weight(
-            "master_as_replica_weight", master_as_replica_weight
+        settings = manager_settings(
+            acquire_timeout=acquire_timeout,
+            refresh_delay=refresh_delay,
+            refresh_timeout=refresh_timeout,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            balancer_policy=balancer_policy,
+            stopwatch_window_size=stopwatch_window_size,
+            pool_factory_kwargs=pool_factory_kwargs,
+            event_driven_checks=event_driven_checks,
+            primary_heartbeat=primary_heartbeat,
+            max_lag_bytes=max_lag_bytes,
+            max_lag_seconds=max_lag_seconds,
+            staleness=staleness,
+            name=name,
+            causal_wait=causal_wait,
         )
-        arguments.positive_int("stopwatch_window_size", stopwatch_window_size)
-        arguments.flag("event_driven_checks", event_driven_checks)
-        # 0 turns the heartbeat off, as None does: "check the primary every 0 s"
-        # has no meaning, and a probe loop with no pause would take a core.
-        heartbeat = arguments.optional_seconds("primary_heartbeat", primary_heartbeat, zero=True)
-        primary_heartbeat = heartbeat or None
-        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, dict):
-            raise TypeError(
-                "pool_factory_kwargs must be a dict of keywords for the driver's pool, "
-                f"got {type(pool_factory_kwargs).__name__}"
-            )
-        self._balancer = arguments.balancer(balancer_policy)
+        # Read on every acquire: plain attributes, not through the settings.
+        self._acquire_timeout = settings.acquire_timeout
+        self._fallback_master = settings.fallback_master
+        self._master_as_replica_weight = settings.master_as_replica_weight
+        self._balancer = settings.balancer
+        self._read_rule = settings.read_rule  # reads that name no bounds of their own
+        self._name = settings.name
+        self._causal_wait = settings.causal_wait
+        self._refresh_timeout = settings.refresh_timeout
         # Whether the driver has anything to do at the end of `async with`
         # (psycopg commits); asked on every exit, so known once.
         self._ends_use = type(driver).end_of_use is not Driver.end_of_use
-        if staleness is not None:
-            if max_lag_bytes is not None or max_lag_seconds is not None:
-                raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
-            max_lag_bytes, max_lag_seconds = bounds_of(staleness)
-        # The lag bounds of every read that names none of its own (None: no bound).
-        self._read_rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str (the cluster's name), got {name!r}")
-        self._name = name
-        self._causal_wait = arguments.seconds("causal_wait", causal_wait, zero=True)
         # How reads with a write token were served, for metrics (see token_read_counts).
         self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
         # ids of borrowed connections to the primary that were asked for as reads.
@@ -156,8 +154,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 index=index,
                 dsn=host,
                 driver=driver,
-                pool_kwargs=dict(pool_factory_kwargs or {}),
-                refresh_timeout=refresh_timeout,
+                pool_kwargs=dict(settings.pool_kwargs),
+                refresh_timeout=settings.refresh_timeout,
             )
             for index, host in enumerate(self._hosts)
         ]
@@ -167,11 +165,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             # Weakly: the checks, which the loop holds, must not keep alive a
             # manager its owner dropped (it warns when collected, see __del__).
             admit=_weak_admit(weakref.WeakMethod(self._admit)),
-            refresh_delay=refresh_delay,
-            refresh_timeout=refresh_timeout,
-            stopwatch_window_size=stopwatch_window_size,
-            event_driven_checks=event_driven_checks,
-            primary_heartbeat=primary_heartbeat,
+            refresh_delay=settings.refresh_delay,
+            refresh_timeout=settings.refresh_timeout,
+            stopwatch_window_size=settings.stopwatch_window_size,
+            event_driven_checks=settings.event_driven_checks,
+            primary_heartbeat=settings.primary_heartbeat,
             busy=functools.partial(_is_busy, self._in_use),
         )
         self._board = self._monitor.board

@@ -49,7 +49,8 @@ from ..routing.consistency import (
 from ..routing.pinning import reads_go_to_primary
 from ..routing.reads import ReadRule
 from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from ..staleness import StalenessPolicy, bounds_of
+from ..settings import manager_settings
+from ..staleness import StalenessPolicy
 from ..topology import (
     HostRole,
     HostState,
@@ -181,33 +182,33 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
-        self._acquire_timeout = arguments.seconds("acquire_timeout", acquire_timeout, zero=True)
-        self._refresh_delay = arguments.seconds("refresh_delay", refresh_delay)
-        self._refresh_timeout = arguments.seconds("refresh_timeout", refresh_timeout)
-        self._fallback_master = arguments.flag("fallback_master", fallback_master)
-        self._master_as_replica_weight = arguments.weight(
-            "master_as_replica_weight", master_as_replica_weight
+        settings = manager_settings(
+            acquire_timeout=acquire_timeout,
+            refresh_delay=refresh_delay,
+            refresh_timeout=refresh_timeout,
+            fallback_master=fallback_master,
+            master_as_replica_weight=master_as_replica_weight,
+            balancer_policy=balancer_policy,
+            stopwatch_window_size=stopwatch_window_size,
+            pool_factory_kwargs=pool_factory_kwargs,
+            event_driven_checks=event_driven_checks,
+            primary_heartbeat=primary_heartbeat,
+            max_lag_bytes=max_lag_bytes,
+            max_lag_seconds=max_lag_seconds,
+            staleness=staleness,
+            name=name,
+            causal_wait=causal_wait,
         )
-        self._window = arguments.positive_int("stopwatch_window_size", stopwatch_window_size)
-        self._event_driven_checks = arguments.flag("event_driven_checks", event_driven_checks)
-        heartbeat = arguments.optional_seconds("primary_heartbeat", primary_heartbeat, zero=True)
-        self._primary_heartbeat = heartbeat or None
-        if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, dict):
-            raise TypeError(
-                "pool_factory_kwargs must be a dict of keywords for the driver's pool, "
-                f"got {type(pool_factory_kwargs).__name__}"
-            )
-        self._pool_kwargs = dict(pool_factory_kwargs or {})
-        self._balancer = arguments.balancer(balancer_policy)
-        if staleness is not None:
-            if max_lag_bytes is not None or max_lag_seconds is not None:
-                raise ValueError("give staleness= or max_lag_bytes=/max_lag_seconds=, not both")
-            max_lag_bytes, max_lag_seconds = bounds_of(staleness)
-        self._read_rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str (the cluster's name), got {name!r}")
-        self._name = name
-        self._causal_wait = arguments.seconds("causal_wait", causal_wait, zero=True)
+        self._settings = settings
+        self._acquire_timeout = settings.acquire_timeout
+        self._fallback_master = settings.fallback_master
+        self._master_as_replica_weight = settings.master_as_replica_weight
+        self._balancer = settings.balancer
+        self._read_rule = settings.read_rule
+        self._name = settings.name
+        self._causal_wait = settings.causal_wait
+        self._refresh_timeout = settings.refresh_timeout
+        self._pool_kwargs = settings.pool_kwargs
         self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
         self._state_lock = threading.Lock()  # greenlets wait on it under gevent
         self._process: _ProcessState[PoolT, ConnT] | None = None
@@ -246,11 +247,11 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             self._hosts,
             driver=self._driver.probe_driver(),
             admit=admit,
-            refresh_delay=self._refresh_delay,
+            refresh_delay=self._settings.refresh_delay,
             refresh_timeout=self._refresh_timeout,
-            stopwatch_window_size=self._window,
-            event_driven_checks=self._event_driven_checks,
-            primary_heartbeat=self._primary_heartbeat,
+            stopwatch_window_size=self._settings.stopwatch_window_size,
+            event_driven_checks=self._settings.event_driven_checks,
+            primary_heartbeat=self._settings.primary_heartbeat,
             busy=busy,
         )
 
