@@ -409,3 +409,41 @@ async def test_one_server_under_two_names_is_one_server(
         async with pm.acquire_master() as conn:
             assert await server_port(conn) == primary.port
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_waiters_on_a_stalled_pool_cost_one_stall_check_per_host_not_per_waiter(
+    shared_cluster: LocalCluster, manager_cls: Any, driver: str
+) -> None:
+    """500 acquires queue on a full pool that gives nothing back for 0.6 s.
+
+    The host is checked as stalled once per STALL_DELAY (one timer for the host),
+    not once per waiter per 100 ms slice: waiting costs nothing per waiter
+    between events. (Counted by wrapping the manager's own _check_now.)
+    """
+    if driver != "asyncpg":
+        pytest.skip("the waits are the core's, the same for every driver: run once")
+    sizes = {"min_size": 1, "max_size": 1}
+    async with manager_cls(shared_cluster.dsn(), pool_factory_kwargs=sizes) as pm:
+        await pm.ready()
+        calls = collections.Counter()
+        check_now = pm._check_now
+
+        def counted(index: int) -> None:
+            calls[index] += 1
+            check_now(index)
+
+        pm._check_now = counted
+        async with pm.acquire_master():  # the pool's only connection, held throughout
+
+            async def waiter() -> str:
+                try:
+                    async with pm.acquire_master(timeout=0.6):
+                        return "served"
+                except NoHostAvailableError:
+                    return "timed out"
+
+            outcomes = await asyncio.gather(*(waiter() for _ in range(500)))
+        assert set(outcomes) == {"timed out"}
+        primary = pm.topology.primaries[0].index
+        # 0.6 s / 0.1 s: about 6 stall checks of the primary, whatever the number of waiters.
+        assert calls[primary] <= 12, f"{calls[primary]} stall checks for 500 waiters"
