@@ -42,8 +42,8 @@ from .routing.consistency import (
     plan_token_read,
     replayed_query,
 )
-from .routing.pinning import reads_go_to_primary
 from .routing.reads import ReadRule
+from .routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from .settings import manager_settings
 from .staleness import StalenessPolicy
@@ -129,10 +129,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         )
         # Read on every acquire: plain attributes, not through the settings.
         self._acquire_timeout = settings.acquire_timeout
-        self._fallback_master = settings.fallback_master
-        self._master_as_replica_weight = settings.master_as_replica_weight
         self._balancer = settings.balancer
-        self._read_rule = settings.read_rule  # reads that name no bounds of their own
+        self._read_defaults = settings.read_defaults
         self._name = settings.name
         self._causal_wait = settings.causal_wait
         self._refresh_timeout = settings.refresh_timeout
@@ -285,10 +283,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         that write; pins (:mod:`pgrouter.pinning`) send it to the primary.
         """
         if not read_only:
-            if master_as_replica_weight is not None:
-                raise ValueError("master_as_replica_weight is used only when read_only is True")
-            if max_lag_bytes is not None or max_lag_seconds is not None or after is not None:
-                raise ValueError("max_lag_bytes, max_lag_seconds and after are for reads only")
+            check_write_arguments(master_as_replica_weight, max_lag_bytes, max_lag_seconds, after)
             return self.acquire_master(timeout, **kwargs)
         return self.acquire_replica(
             fallback_master,
@@ -314,30 +309,35 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         after: WriteToken | None = None,
         **kwargs: Any,
     ) -> AcquireContext[ConnT]:
-        if reads_go_to_primary(self._name):
-            return self._request(False, False, 0.0, timeout, kwargs, None)  # pinned
-        if master_as_replica_weight is None:
-            master_as_replica_weight = self._master_as_replica_weight
-        else:
-            arguments.weight("master_as_replica_weight", master_as_replica_weight)
-        rule = self._read_rule
-        if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if after is None:
-            scope = current_scope()
-            if scope is not None:
-                if scope.unknown_write:
-                    # A write in this scope left no token: only the primary is sure.
-                    return self._request(False, False, 0.0, timeout, kwargs, None)
-                after = scope.token
-        elif not isinstance(after, WriteToken):
-            raise TypeError(f"after must be a pgrouter.WriteToken, got {type(after).__name__}")
-        fallback = self._fallback_master if fallback_master is None else fallback_master
-        if after is not None:
+        """A connection to a replica (see :meth:`acquire`), as routing resolves the request."""
+        request = resolve_read(
+            self._name,
+            self._read_defaults,
+            fallback_master,
+            master_as_replica_weight,
+            max_lag_bytes,
+            max_lag_seconds,
+            after,
+        )
+        if request.to_primary:
+            return self._request(False, False, 0.0, timeout, kwargs, None)
+        if request.after is not None:
             return self._request_after(
-                after, fallback, master_as_replica_weight, timeout, kwargs, rule
+                request.after,
+                request.fallback_master,
+                request.master_as_replica_weight,
+                timeout,
+                kwargs,
+                request.rule,
             )
-        return self._request(True, fallback, master_as_replica_weight, timeout, kwargs, rule)
+        return self._request(
+            True,
+            request.fallback_master,
+            request.master_as_replica_weight,
+            timeout,
+            kwargs,
+            request.rule,
+        )
 
     def _request(
         self,
@@ -978,20 +978,21 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """
         self._raise_if_closed()
         self._start()
-        weight = 0.0
-        if master_as_replica_weight is not None:
-            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
-        rule = self._read_rule
-        if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if read_only and reads_go_to_primary(self._name):
-            read_only = False
+        request = resolve_pool_pick(
+            self._name,
+            self._read_defaults,
+            read_only,
+            fallback_master,
+            master_as_replica_weight,
+            max_lag_bytes,
+            max_lag_seconds,
+        )
         host = self._pick(
             self._board.current,
-            read_only,
-            self._fallback_master if fallback_master is None else fallback_master,
-            weight if read_only else 0.0,
-            rule if read_only else None,
+            not request.to_primary,
+            request.fallback_master,
+            request.master_as_replica_weight,
+            request.rule,
         )
         return None if host is None else self._keepers[host.index].pool
 

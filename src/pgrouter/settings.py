@@ -15,6 +15,7 @@ from typing import Any
 from . import arguments
 from .balancer_policy import AbstractBalancerPolicy
 from .routing.reads import ReadRule
+from .routing.requests import ReadDefaults
 from .staleness import StalenessPolicy, bounds_of
 
 
@@ -33,6 +34,10 @@ class ManagerSettings:
     read_rule: ReadRule | None  # the lag bounds of reads that name none (None: no bound)
     name: str
     causal_wait: float
+
+    @property
+    def read_defaults(self) -> ReadDefaults:
+        return ReadDefaults(self.fallback_master, self.master_as_replica_weight, self.read_rule)
 
 
 def manager_settings(

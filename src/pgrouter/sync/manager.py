@@ -46,8 +46,8 @@ from ..routing.consistency import (
     plan_token_read,
     replayed_query,
 )
-from ..routing.pinning import reads_go_to_primary
 from ..routing.reads import ReadRule
+from ..routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
 from ..settings import manager_settings
 from ..staleness import StalenessPolicy
@@ -201,10 +201,8 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         )
         self._settings = settings
         self._acquire_timeout = settings.acquire_timeout
-        self._fallback_master = settings.fallback_master
-        self._master_as_replica_weight = settings.master_as_replica_weight
         self._balancer = settings.balancer
-        self._read_rule = settings.read_rule
+        self._read_defaults = settings.read_defaults
         self._name = settings.name
         self._causal_wait = settings.causal_wait
         self._refresh_timeout = settings.refresh_timeout
@@ -302,10 +300,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         """A connection to the primary, or (``read_only``) to a replica: as the async
         manager's ``acquire()``, blocking (see :class:`Borrowed`)."""
         if not read_only:
-            if master_as_replica_weight is not None:
-                raise ValueError("master_as_replica_weight is used only when read_only is True")
-            if max_lag_bytes is not None or max_lag_seconds is not None or after is not None:
-                raise ValueError("max_lag_bytes, max_lag_seconds and after are for reads only")
+            check_write_arguments(master_as_replica_weight, max_lag_bytes, max_lag_seconds, after)
             return self.acquire_master(timeout)
         return self.acquire_replica(
             fallback_master,
@@ -330,25 +325,25 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         after: WriteToken | None = None,
     ) -> Borrowed[ConnT]:
         seconds = self._timeout(timeout)
-        if reads_go_to_primary(self._name):
+        request = resolve_read(
+            self._name,
+            self._read_defaults,
+            fallback_master,
+            master_as_replica_weight,
+            max_lag_bytes,
+            max_lag_seconds,
+            after,
+        )
+        if request.to_primary:
             return Borrowed(self, self._acquire(False, False, 0.0, seconds, None))
-        weight = self._master_as_replica_weight
-        if master_as_replica_weight is not None:
-            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
-        rule = self._read_rule
-        if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if after is None:
-            scope = current_scope()
-            if scope is not None:
-                if scope.unknown_write:
-                    return Borrowed(self, self._acquire(False, False, 0.0, seconds, None))
-                after = scope.token
-        elif not isinstance(after, WriteToken):
-            raise TypeError(f"after must be a pgrouter.WriteToken, got {type(after).__name__}")
-        fallback = self._fallback_master if fallback_master is None else fallback_master
-        if after is not None:
-            return Borrowed(self, self._acquire_after(after, fallback, weight, seconds, rule))
+        fallback, weight, rule = (
+            request.fallback_master,
+            request.master_as_replica_weight,
+            request.rule,
+        )
+        if request.after is not None:
+            connection = self._acquire_after(request.after, fallback, weight, seconds, rule)
+            return Borrowed(self, connection)
         return Borrowed(self, self._acquire(True, fallback, weight, seconds, rule))
 
     def _timeout(self, timeout: float | None) -> float:
@@ -698,20 +693,21 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         if self._closed:
             raise PoolManagerClosedError(f"{self!r} is closed")
         state = self._state()
-        weight = 0.0
-        if master_as_replica_weight is not None:
-            weight = arguments.weight("master_as_replica_weight", master_as_replica_weight)
-        rule = self._read_rule
-        if max_lag_bytes is not None or max_lag_seconds is not None:
-            rule = arguments.read_rule(max_lag_bytes, max_lag_seconds)
-        if read_only and reads_go_to_primary(self._name):
-            read_only = False
+        request = resolve_pool_pick(
+            self._name,
+            self._read_defaults,
+            read_only,
+            fallback_master,
+            master_as_replica_weight,
+            max_lag_bytes,
+            max_lag_seconds,
+        )
         host = self._pick(
             state.thread.current,
-            read_only,
-            self._fallback_master if fallback_master is None else fallback_master,
-            weight if read_only else 0.0,
-            rule if read_only else None,
+            not request.to_primary,
+            request.fallback_master,
+            request.master_as_replica_weight,
+            request.rule,
             state,
         )
         return None if host is None else state.keepers[host.index].pool
