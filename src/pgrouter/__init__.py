@@ -19,6 +19,7 @@ from .errors import (
     PoolManagerClosedError,
     WrongEventLoopError,
 )
+from .interactions.listen import ListenGap, Notification
 from .manager import BasePoolManager
 from .routing.consistency import current_token, read_your_writes
 from .routing.tokens import WriteToken
@@ -35,7 +36,9 @@ __all__ = [
     "HostRole",
     "HostState",
     "LeastLagBalancerPolicy",
+    "ListenGap",
     "NoHostAvailableError",
+    "Notification",
     "PgRouterError",
     "PoolManagerClosedError",
     "RandomWeightedBalancerPolicy",

@@ -74,6 +74,47 @@ def probe_result(row: tuple[Any, ...] | Any) -> ProbeResult:
     )
 
 
+class ListenConnection(abc.ABC):
+    """A dedicated autocommit connection for LISTEN, outside every pool.
+
+    Its own connection, not a pooled one: a pool resets a connection it takes
+    back (``UNLISTEN *`` included) and hands it to someone else.
+    :mod:`pgrouter.interactions.listen` drives it: LISTEN on each channel, a
+    NOTIFY to a private channel as its liveness check, and the notifications
+    received. Channel names arrive checked and exact (case-sensitive); each
+    implementation quotes them with its library's own identifier quoting.
+    """
+
+    @abc.abstractmethod
+    async def listen(self, channel: str) -> None:
+        """``LISTEN "channel"``; notifications on it are kept for :meth:`receive`."""
+
+    @abc.abstractmethod
+    async def unlisten_all(self) -> None:
+        """``UNLISTEN *``: the server stops queueing notifications for this session."""
+
+    @abc.abstractmethod
+    async def notify(self, channel: str, payload: str) -> None:
+        """``SELECT pg_notify(channel, payload)`` on this very connection."""
+
+    @abc.abstractmethod
+    async def receive(self, timeout: float) -> list[tuple[str, str, int]]:
+        """``(channel, payload, pid)`` of the notifications received, in order.
+
+        Waits up to ``timeout`` seconds for the first one; ``[]`` if none came.
+        Raises the driver's connection error once the connection is lost (or
+        was cut by :meth:`abort`). Cancelling it loses nothing.
+        """
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Cut the connection now, never waiting on the server; a waiting call fails."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close it (no round trip that could wait on a dead server)."""
+
+
 class Driver(abc.ABC, Generic[PoolT, ConnT]):
     """What pgrouter needs from a database driver, for one host at a time."""
 
@@ -213,6 +254,21 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
     async def close_probe(self, connection: Any) -> None:
         """Close the check connection without waiting on a dead server."""
 
+    async def connect_listener(self, dsn: HostDsn, timeout: float) -> ListenConnection:
+        """Open a :class:`ListenConnection` to one host, within ``timeout`` seconds.
+
+        For ``pm.listen()``; a driver that cannot LISTEN keeps this default.
+        """
+        raise NotImplementedError(f"the {self.name} driver has no LISTEN support")
+
+    async def notify(self, connection: ConnT, channel: str, payload: str) -> None:
+        """``SELECT pg_notify(channel, payload)`` on a borrowed connection, sent now.
+
+        Committed if the statement opened a transaction (a NOTIFY is delivered
+        at commit). For ``pm.notify()``; the default: no NOTIFY support.
+        """
+        raise NotImplementedError(f"the {self.name} driver has no NOTIFY support")
+
     def is_config_error(self, error: BaseException) -> bool:
         """True when opening a pool failed on the caller's ``pool_factory_kwargs``.
 
@@ -250,3 +306,7 @@ class ProbeThroughPlainDriver:
 
     async def close_probe(self, connection: Any) -> None:
         await self._plain.close_probe(connection)
+
+    async def connect_listener(self, dsn: HostDsn, timeout: float) -> ListenConnection:
+        # LISTEN needs no SQL layer either: the plain library's raw connection.
+        return await self._plain.connect_listener(dsn, timeout)

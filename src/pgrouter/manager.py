@@ -32,6 +32,8 @@ from .driver import ConnT, Driver, PoolT, parse_lsn
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
+from .interactions.channels import check_channel, check_channels, check_payload
+from .interactions.listen import Listener, Listeners
 from .monitor import Admit, TopologyMonitor, describe_error
 from .release_bound import ReleaseBound
 from .routing.consistency import (
@@ -210,6 +212,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on
         self._closing = False
         self._closed = False
+        self._listeners = Listeners()  # pm.listen()'s, ended by close()
         with contextlib.suppress(RuntimeError):  # no running loop: start on first use
             asyncio.get_running_loop()
             self._start()
@@ -1184,6 +1187,30 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
             ) from error
 
+    # -- LISTEN/NOTIFY (pgrouter.interactions.listen) ------------------------
+
+    def listen(self, *channels: str) -> Listener:
+        """``async for item in pm.listen("jobs")``: notifications, following the primary.
+
+        Items are :class:`Notification` and, after a failover or a lost
+        connection, a :class:`ListenGap` first (see :mod:`pgrouter.interactions.listen`).
+        Channel names are exact (case-sensitive).
+        """
+        checked = check_channels(channels)
+        self._raise_if_closed()
+        self._start()
+        listener = Listener(
+            self._monitor, self._driver.connect_listener, checked, self._listeners.forget
+        )
+        return self._listeners.add(listener)
+
+    async def notify(self, channel: str, payload: str = "", timeout: float | None = None) -> None:
+        """``pg_notify(channel, payload)`` on the primary (channel name exact)."""
+        check_channel(channel)
+        check_payload(payload)
+        async with self.acquire_master(timeout=timeout) as connection:
+            await self._driver.notify(connection, channel, payload)
+
     # -- life cycle ---------------------------------------------------------
 
     def _start(self) -> None:
@@ -1225,6 +1252,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if self._started:
             self._check_loop()
         self._closing = True
+        await self._listeners.close_all()
         await self._stop_checkers()
         if not await self._wait_all_returned(timeout):
             await self.terminate()
@@ -1263,6 +1291,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if self._started:
             self._check_loop()
         self._closing = True
+        await self._listeners.close_all()
         await self._stop_checkers()
         borrowed, self._borrowed = list(self._borrowed.values()), {}
         await asyncio.gather(

@@ -17,8 +17,9 @@ import psycopg2
 import psycopg2.extensions
 
 from ..bounded import wait_bounded
-from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
+from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_result
 from ..dsn import HostDsn
+from .aiopg_listen import AiopgListenConnection
 from .sqlstate import is_host_sqlstate
 
 #: What ``max_size`` reports for a pool without a maximum (aiopg ``maxsize=0``).
@@ -143,6 +144,16 @@ class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
 
     async def close_probe(self, connection: aiopg.Connection) -> None:
         await connection.close()  # closes the socket at once, never waits on the server
+
+    async def connect_listener(self, dsn: HostDsn, timeout: float) -> ListenConnection:
+        return await AiopgListenConnection.connect(dsn, timeout)
+
+    async def notify(self, connection: aiopg.Connection, channel: str, payload: str) -> None:
+        cursor = await connection.cursor()  # aiopg is always in autocommit
+        try:
+            await cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        finally:
+            cursor.close()
 
     def is_host_error(self, error: BaseException) -> bool:
         return is_psycopg2_host_error(error)

@@ -41,8 +41,9 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions as pg_errors
 
-from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
+from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_result
 from ..dsn import HostDsn
+from .asyncpg_listen import AsyncpgListenConnection
 
 _HOST_ERRORS = (
     OSError,
@@ -195,6 +196,12 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
 
     async def close_probe(self, connection: asyncpg.Connection) -> None:
         connection.terminate()  # never wait on a server that may be gone
+
+    async def connect_listener(self, dsn: HostDsn, timeout: float) -> ListenConnection:
+        return await AsyncpgListenConnection.connect(dsn, timeout)
+
+    async def notify(self, connection: Any, channel: str, payload: str) -> None:
+        await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     def is_host_error(self, error: BaseException) -> bool:
         if isinstance(error, _HOST_ERRORS):

@@ -17,7 +17,7 @@ import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
 
-from ..driver import PROBE_QUERY, Driver, ProbeResult, probe_result
+from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_result
 from ..dsn import HostDsn
 
 #: Applied to pool connections unless the DSN sets them: a dead peer or a
@@ -153,6 +153,19 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
 
     async def close_probe(self, connection: psycopg.AsyncConnection[Any]) -> None:
         await connection.close()
+
+    async def connect_listener(self, dsn: HostDsn, timeout: float) -> ListenConnection:
+        from .psycopg_listen import PsycopgListenConnection  # it imports this module
+
+        return await PsycopgListenConnection.connect(dsn, timeout)
+
+    async def notify(
+        self, connection: psycopg.AsyncConnection[Any], channel: str, payload: str
+    ) -> None:
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        await connection.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        if idle and not connection.autocommit:
+            await connection.commit()  # the statement opened a transaction: send it now
 
     def is_host_error(self, error: BaseException) -> bool:
         return isinstance(

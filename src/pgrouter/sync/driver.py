@@ -71,6 +71,13 @@ class SyncDriver(abc.ABC, Generic[PoolT, ConnT]):
     def is_host_error(self, error: BaseException) -> bool:
         """The host, not the query, broke or changed (checks it at once)."""
 
+    def notify(self, connection: ConnT, channel: str, payload: str) -> None:
+        """``SELECT pg_notify(channel, payload)`` on a borrowed connection, sent now.
+
+        Committed if the statement opened a transaction. For ``pm.notify()``.
+        """
+        raise NotImplementedError(f"the {self.name} driver has no NOTIFY support")
+
     def is_config_error(self, error: BaseException) -> bool:
         return isinstance(error, TypeError)
 

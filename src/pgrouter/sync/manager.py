@@ -37,6 +37,8 @@ from .. import arguments
 from ..balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
 from ..dsn import HostDsn, split_dsn
 from ..errors import NoHostAvailableError, PoolManagerClosedError
+from ..interactions.blocking_listen import BlockingListener, BlockingListeners
+from ..interactions.channels import check_channel, check_channels, check_payload
 from ..monitor import Admit, TopologyMonitor, describe_error
 from ..routing.consistency import (
     CAUSAL_POLL_FIRST,
@@ -211,6 +213,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         self._state_lock = threading.Lock()  # greenlets wait on it under gevent
         self._process: _ProcessState[PoolT, ConnT] | None = None
         self._closed = False
+        self._listeners = BlockingListeners()  # pm.listen()'s, ended by close()
 
     def __repr__(self) -> str:
         hosts = ",".join(host.address for host in self._hosts)
@@ -807,6 +810,31 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                 f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
             ) from error
 
+    # -- LISTEN/NOTIFY (pgrouter.interactions.blocking_listen) ---------------
+
+    def listen(self, *channels: str) -> BlockingListener:
+        """``for item in pm.listen("jobs")``: notifications, following the primary.
+
+        A blocking iterator of :class:`Notification` and, after a failover or a
+        lost connection, a :class:`ListenGap` first; ``close()`` ends it.
+        """
+        checked = check_channels(channels)
+        state = self._state()
+        listener = BlockingListener(
+            state.thread,
+            self._driver.probe_driver().connect_listener,
+            checked,
+            self._listeners.forget,
+        )
+        return self._listeners.add(listener)
+
+    def notify(self, channel: str, payload: str = "", timeout: float | None = None) -> None:
+        """``pg_notify(channel, payload)`` on the primary (channel name exact)."""
+        check_channel(channel)
+        check_payload(payload)
+        with self.acquire_master(timeout=timeout) as connection:
+            self._driver.notify(connection, channel, payload)
+
     # -- life cycle ---------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> None:
@@ -817,6 +845,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         state = self._process
         if state is None or state.pid != os.getpid():
             return
+        self._listeners.close_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         warned = time.monotonic()
         while state.borrowed:
@@ -845,6 +874,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         state = self._process
         if state is None or state.pid != os.getpid():
             return
+        self._listeners.close_all()
         with state.lock:
             borrowed, state.borrowed = list(state.borrowed.values()), {}
         for connection, _, _ in borrowed:

@@ -199,6 +199,13 @@ class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
             connection.rollback()
         return tuple(row or ())
 
+    def notify(self, connection: Any, channel: str, payload: str) -> None:
+        idle = connection.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        if idle and not connection.autocommit:
+            connection.commit()  # the statement opened a transaction: send it now
+
     def end_of_use(self, connection: Any, error: BaseException | None) -> None:
         # As psycopg2's own `with connection:`: commit a clean block, roll back a failed one.
         if connection.closed:

@@ -77,6 +77,12 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
             connection.rollback()
         return tuple(row or ())
 
+    def notify(self, connection: psycopg.Connection[Any], channel: str, payload: str) -> None:
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        connection.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        if idle and not connection.autocommit:
+            connection.commit()  # the statement opened a transaction: send it now
+
     def end_of_use(self, connection: psycopg.Connection[Any], error: BaseException | None) -> None:
         # pool.connection()'s contract: commit a clean block, roll back a failed one.
         if connection.closed or connection.broken:

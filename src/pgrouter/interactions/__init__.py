@@ -1,0 +1,1 @@
+"""Interactions on top of the faces: run(), transactions, dry runs, LISTEN/NOTIFY."""

@@ -1,0 +1,183 @@
+"""LISTEN/NOTIFY for the blocking face: ``for item in pm.listen("jobs")``.
+
+The same :class:`~pgrouter.interactions.listen.ListenPump` as the async face
+(one decision, one place) runs on the monitor thread's loop, with the async
+twin of the manager's library (psycopg 3 async for ``pgrouter.sync.psycopg``,
+aiopg, which drives psycopg2's ``poll()`` and ``conn.notifies``, for
+``pgrouter.sync.psycopg2``), and so waits on the very board the monitor
+publishes. Items cross to the consumer's thread through a queue and gevent-safe
+wake-ups (:class:`pgrouter.sync.green.Wakeups`): a greenlet waiting for the
+next notification blocks only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import weakref
+from collections.abc import Iterator
+from types import TracebackType
+
+from ..sync import green
+from ..sync.monitor_thread import MonitorThread
+from .listen import Connect, ListenItem, ListenPump
+
+#: Seconds close() waits for the UNLISTEN and the end of the pump.
+CLOSE_TIMEOUT = 5.0
+
+
+class BlockingListener:
+    """What a sync manager's ``listen()`` returns: a blocking iterator of :data:`ListenItem`.
+
+    ``close()`` (from any thread or greenlet) UNLISTENs, closes the connection
+    and ends the iteration, waking a consumer blocked in it; ``with`` waits
+    for the first LISTEN and closes at the end. :meth:`get` waits at most
+    ``timeout`` seconds, for consumers that also watch something else.
+    """
+
+    def __init__(
+        self,
+        thread: MonitorThread,
+        connect: Connect,
+        channels: tuple[str, ...],
+        on_close: collections.abc.Callable[[BlockingListener], None] = lambda listener: None,
+    ) -> None:
+        self.channels = channels
+        self._thread = thread
+        self._connect = connect
+        self._on_close = on_close
+        self._items: collections.deque[ListenItem | BaseException | None] = collections.deque()
+        self._wakeups = green.Wakeups()
+        self._pump: ListenPump | None = None
+        self._listening = False
+        self._pump_ended = False
+        self._ended = False  # the consumer has seen the end
+        self._closed = False
+        thread.soon(self._start_on_loop)
+
+    # -- on the monitor's loop ---------------------------------------------
+
+    def _start_on_loop(self) -> None:
+        monitor = self._thread.monitor
+        assert monitor is not None
+        self._pump = ListenPump(
+            monitor, self._connect, self.channels, self._deliver, on_listening=self._listened
+        )
+        self._pump.start()
+        if self._closed:  # closed before the loop got here
+            self._stop_on_loop()
+
+    def _stop_on_loop(self) -> None:
+        if self._pump is not None:
+            asyncio.get_running_loop().create_task(self._pump.stop())
+
+    def _deliver(self, item: ListenItem | BaseException | None) -> None:
+        self._items.append(item)
+        if item is None or isinstance(item, BaseException):
+            self._pump_ended = True
+        self._wakeups.notify_all()
+
+    def _listened(self) -> None:
+        self._listening = True
+        self._wakeups.notify_all()
+
+    # -- on the consumer's side ------------------------------------------------
+
+    def _wait(self, ready: collections.abc.Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``ready()`` (woken by each delivery); False past ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = self._wakeups.register()  # before the look: no delivery slips past
+            try:
+                if ready():
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                waiter.wait(remaining)
+            finally:
+                self._wakeups.forget(waiter)
+
+    def ready(self, timeout: float | None = None) -> None:
+        """Return once LISTEN is done on the primary (``TimeoutError`` past ``timeout``)."""
+        if not self._wait(lambda: self._listening or self._pump_ended, timeout):
+            raise TimeoutError(f"listen{self.channels}: no LISTEN on a primary within {timeout} s")
+        if not self._listening:
+            self.get(0)  # raises what ended the pump
+            raise RuntimeError("the listener ended before it listened")
+
+    def get(self, timeout: float | None = None) -> ListenItem | None:
+        """The next item, waiting at most ``timeout`` seconds; ``None`` if none came.
+
+        ``StopIteration`` once the listener is closed and everything received
+        was taken; the error that ended the pump, if one did.
+        """
+        if not self._ended:
+            self._wait(lambda: bool(self._items) or self._closed, timeout)
+        if not self._items:
+            if self._closed or self._ended:
+                self._ended = True
+                raise StopIteration
+            return None
+        item = self._items.popleft()
+        if item is None:
+            self._ended = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        return item
+
+    def __iter__(self) -> Iterator[ListenItem]:
+        return self
+
+    def __next__(self) -> ListenItem:
+        item = self.get(None)
+        assert item is not None  # no timeout: an item, or StopIteration
+        return item
+
+    def close(self) -> None:
+        """UNLISTEN and close the connection; wakes and ends the iteration."""
+        first, self._closed = not self._closed, True
+        self._wakeups.notify_all()
+        if self._thread.running:
+            if first:
+                self._thread.soon(self._stop_on_loop)
+            # Every caller waits for the end, also a second one: the manager
+            # must not stop its loop under an UNLISTEN in flight.
+            self._wait(lambda: self._pump_ended, CLOSE_TIMEOUT)
+        self._on_close(self)
+
+    def __enter__(self) -> BlockingListener:
+        self.ready()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BlockingListeners:
+    """A sync manager's open listeners, so that its ``close()`` ends every one."""
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[BlockingListener] = weakref.WeakSet()
+
+    def add(self, listener: BlockingListener) -> BlockingListener:
+        self._open.add(listener)
+        return listener
+
+    def forget(self, listener: BlockingListener) -> None:
+        self._open.discard(listener)
+
+    def close_all(self) -> None:
+        for listener in list(self._open):
+            listener.close()
+
+
+__all__ = ["BlockingListener", "BlockingListeners"]
