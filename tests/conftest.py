@@ -25,10 +25,17 @@ ALL_DRIVERS = {
     # SQLAlchemy < 1.5 only: tested in the legacy environment (scripts/test.sh).
     "aiopg_sa": "pgrouter.aiopg_sa",
     "asyncpgsa": "pgrouter.asyncpgsa",
+    # The blocking face, driven through the async API by tests/integration/sync_adapter.py,
+    # in the modules marked sync_face only (see pytest_collection_modifyitems).
+    "sync_psycopg": "pgrouter.sync.psycopg",
+    "sync_psycopg2": "pgrouter.sync.psycopg2",
 }
 
+#: Driver ids of the blocking face (sync managers).
+SYNC_DRIVERS = frozenset({"sync_psycopg", "sync_psycopg2"})
+
 #: The drivers of the main test environment; PGROUTER_TEST_DRIVERS=a,b selects others.
-DEFAULT_DRIVERS = "asyncpg,psycopg,aiopg,sqlalchemy"
+DEFAULT_DRIVERS = "asyncpg,psycopg,aiopg,sqlalchemy,sync_psycopg,sync_psycopg2"
 
 
 def _selected_drivers() -> dict[str, str]:
@@ -71,7 +78,48 @@ SMALL_POOLS: dict[str, dict[str, int]] = {
     "aiopg_sa": {"minsize": 0, "maxsize": SMALL_POOL_MAX_SIZE},
     "asyncpgsa": {"min_size": 0, "max_size": SMALL_POOL_MAX_SIZE},
     "sqlalchemy": {"pool_size": 2, "max_overflow": SMALL_POOL_MAX_SIZE - 2},
+    "sync_psycopg": {"min_size": 1, "max_size": SMALL_POOL_MAX_SIZE},
+    "sync_psycopg2": {"minconn": 1, "maxconn": SMALL_POOL_MAX_SIZE},
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sync_face: the module's driver-matrix tests run over the sync managers too",
+    )
+    config.addinivalue_line(
+        "markers",
+        "async_only(reason): skipped for the sync managers; the reason says why it does not apply",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The sync driver ids only where the module asks; ``async_only`` skipped for them.
+
+    A module opts in with ``pytest.mark.sync_face``: the blocking face speaks the
+    async API only through the test-side adapter, so a module written for the
+    async managers alone (event-loop misuse, asyncio internals) never gets the
+    sync ids (deselected). In an opted-in module, a test marked
+    ``async_only(reason)`` is skipped for them, with the marker's reason.
+    """
+    kept, deselected = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("driver") not in SYNC_DRIVERS:
+            kept.append(item)
+            continue
+        if item.get_closest_marker("sync_face") is None:
+            deselected.append(item)
+            continue
+        kept.append(item)
+        marker = item.get_closest_marker("async_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs["reason"]
+            item.add_marker(pytest.mark.skip(reason=f"async face only: {reason}"))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +141,13 @@ def driver(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def manager_cls(driver: str) -> Any:
-    return importlib.import_module(DRIVERS[driver]).PoolManager
+    """The driver's manager class; for a sync id, a factory of the async-API adapter."""
+    cls = importlib.import_module(DRIVERS[driver]).PoolManager
+    if driver in SYNC_DRIVERS:
+        from sync_adapter import adapter_factory
+
+        return adapter_factory(cls)
+    return cls
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Driver-neutral helpers for the integration tests."""
+"""Driver-neutral helpers for the integration tests.
+
+Connections of the async drivers are used directly; a sync manager's (kind
+``sync``, see sync_adapter.py) are queried in a worker thread, so the test's
+event loop runs on meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from sync_adapter import SyncConnection, run_blocking
 
 
 def _kind(connection: Any) -> str:
     """Which API ``connection`` speaks, by the library its class comes from."""
+    if isinstance(connection, SyncConnection):
+        return "sync"  # psycopg 3 or psycopg2, blocking: through a DB-API cursor, in a thread
     module = type(connection).__module__
     if module.startswith("sqlalchemy"):
         return "sqlalchemy"  # SQLAlchemy 2 AsyncConnection: text() queries, explicit commit
@@ -26,6 +34,8 @@ def _kind(connection: Any) -> str:
 async def fetchval(connection: Any, query: str) -> Any:
     """First column of the first row, on a connection of any driver under test."""
     kind = _kind(connection)
+    if kind == "sync":
+        return await run_blocking(_sync_fetchval, connection.raw, query)
     if kind == "asyncpg":
         return await connection.fetchval(query)
     if kind == "aiopg_sa":
@@ -55,7 +65,9 @@ async def fetchval(connection: Any, query: str) -> Any:
 async def execute(connection: Any, query: str) -> None:
     """Run ``query`` and commit it, on a connection of any driver under test."""
     kind = _kind(connection)
-    if kind in ("asyncpg", "aiopg_sa"):
+    if kind == "sync":
+        await run_blocking(_sync_execute, connection.raw, query)
+    elif kind in ("asyncpg", "aiopg_sa"):
         await connection.execute(query)
     elif kind == "aiopg":
         cursor = await connection.cursor()
@@ -72,6 +84,23 @@ async def execute(connection: Any, query: str) -> None:
         await connection.execute(query)
         if not connection.autocommit:
             await connection.commit()
+
+
+def _sync_fetchval(connection: Any, query: str) -> Any:
+    """fetchval on a blocking DB-API connection; commits as the psycopg kind does."""
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        row = cursor.fetchone()
+    if not connection.autocommit:
+        connection.commit()
+    return None if row is None else row[0]
+
+
+def _sync_execute(connection: Any, query: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+    if not connection.autocommit:
+        connection.commit()
 
 
 async def server_port(connection: Any) -> int:

@@ -18,7 +18,7 @@ from helpers import execute, fetchval, server_port, wait_until
 from pgrouter import NoHostAvailableError, WriteToken, current_token, pinning, read_your_writes
 from pgrouter.testing import LocalCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.sync_face]
 
 #: Checks often enough that lag is measured within a tenth of a second.
 FAST = {"refresh_delay": 0.1, "refresh_timeout": 1.0}

@@ -22,7 +22,7 @@ from pgrouter import (
 )
 from pgrouter.testing import LocalCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.sync_face]
 
 
 async def test_writes_go_to_the_primary_and_reads_to_replicas(
@@ -161,10 +161,11 @@ async def test_master_as_replica_weight(shared_cluster: LocalCluster, manager_cl
             for _ in range(30):
                 async with pm.acquire_replica(master_as_replica_weight=weight) as conn:
                     assert (await server_port(conn) == primary_port) is expect_primary
+        # Awaited: the sync face checks its arguments when its blocking call runs.
         with pytest.raises(ValueError, match="read_only"):
-            pm.acquire(read_only=False, master_as_replica_weight=0.5)
+            await pm.acquire(read_only=False, master_as_replica_weight=0.5)
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
-            pm.acquire_replica(master_as_replica_weight=1.5)
+            await pm.acquire_replica(master_as_replica_weight=1.5)
     # The manager-wide default applies to every read.
     async with manager_cls(shared_cluster.dsn(), master_as_replica_weight=1.0) as pm:
         await pm.ready()
@@ -279,7 +280,7 @@ async def test_close_is_graceful(shared_cluster: LocalCluster, manager_cls: Any)
     await asyncio.wait_for(closing, 5)
     assert pm.closed
     with pytest.raises(PoolManagerClosedError):
-        pm.acquire_replica()
+        await pm.acquire_replica()
 
 
 async def test_terminate_closes_borrowed_connections(
@@ -304,6 +305,10 @@ async def test_checks_stop_on_close(shared_cluster: LocalCluster, manager_cls: A
     assert [host.check_count for host in pm.topology] == counts
 
 
+@pytest.mark.async_only(
+    "cancels tasks mid-acquire (task.cancel), and a blocking call cannot be cancelled; "
+    "test_sync.py has the blocking face's storm (threads with random short timeouts)"
+)
 async def test_cancellation_storm_leaks_nothing(
     shared_cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
 ) -> None:

@@ -1,10 +1,14 @@
-"""The blocking face (``pgrouter.sync``) against real clusters, for both sync managers.
+"""What only the blocking face (``pgrouter.sync``) has, against real clusters, both managers.
 
-The sync twins of test_manager_api.py, test_topology_changes.py and
-test_consistency.py: plain functions, real threads, no event loop in the test.
-Tests that leave the cluster as they found it share one per module (pausing a
-replica's replay is undone by its fixture); the ones that kill or freeze nodes
-get a fresh cluster each.
+The conformance suite (test_manager_api.py, test_consistency.py,
+test_topology_changes.py) runs over the sync managers too, through
+sync_adapter.py. What stays here is what that suite cannot say in the async
+API: ``with`` blocks that commit or roll back, the Borrowed proxy, the
+monitor's daemon thread, real threads at once (64 acquiring, a storm of random
+timeouts), pins per thread, and the two fault scenarios whose async form
+bounds its calls with ``asyncio.wait_for`` or that run here under a writer
+thread instead (kill -9 + promote, freeze + promote + thaw), once per manager.
+Plain functions, real threads, no event loop in the test.
 """
 
 from __future__ import annotations
@@ -13,19 +17,13 @@ import importlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from pgrouter import (
-    NoHostAvailableError,
-    PoolManagerClosedError,
-    current_token,
-    pinning,
-    read_your_writes,
-)
-from pgrouter.testing import LocalCluster, Node
+from pgrouter import NoHostAvailableError, PoolManagerClosedError, pinning
+from pgrouter.testing import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -37,11 +35,9 @@ SYNC_MANAGERS: dict[str, tuple[str, dict[str, int]]] = {
 SMALL_POOL_MAX_SIZE = 5
 
 FAST_CHECKS = {"refresh_delay": 0.1, "refresh_timeout": 0.5}
-#: Checks often enough that lag is measured within a tenth of a second.
-FAST_LAG = {"refresh_delay": 0.1, "refresh_timeout": 1.0}
 
 
-# -- fixtures (these override conftest's async driver matrix in this module) -------
+# -- fixtures (these override conftest's driver matrix in this module) -------------
 
 
 @pytest.fixture(params=sorted(SYNC_MANAGERS))
@@ -57,25 +53,6 @@ def manager_cls(sync_driver: str) -> Any:
 @pytest.fixture
 def small_pools(sync_driver: str) -> dict[str, int]:
     return dict(SYNC_MANAGERS[sync_driver][1])
-
-
-@pytest.fixture
-def paused(shared_cluster: LocalCluster) -> Iterator[Node]:
-    """The shared cluster with replay paused on its first replica, a fresh ``seen`` table.
-
-    Replay resumes, and both replicas catch up, when the test ends.
-    """
-    shared_cluster.primary.sql(
-        "DROP TABLE IF EXISTS seen; CREATE TABLE seen (id bigint PRIMARY KEY)"
-    )
-    shared_cluster.wait_replicas_caught_up()
-    replica = shared_cluster.replicas[0]
-    replica.pause_replay()
-    try:
-        yield replica
-    finally:
-        replica.resume_replay()
-        shared_cluster.wait_replicas_caught_up()
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -143,64 +120,24 @@ def monitor_threads(name: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == f"pgrouter-monitor-{name}"]
 
 
-# -- routing and the API -----------------------------------------------------------
+# -- the with block, the Borrowed proxy, the monitor's thread ------------------------
 
 
-def test_writes_go_to_the_primary_and_reads_to_replicas(
+def test_a_borrowed_or_its_driver_connection_can_be_given_back(
     shared_cluster: LocalCluster, manager_cls: Any
 ) -> None:
-    primary_port = shared_cluster.primary.port
-    replica_ports = {node.port for node in shared_cluster.replicas}
-    with manager_cls(shared_cluster.dsn()) as pm:
-        pm.ready(timeout=10)
-        assert_no_aliases(pm)
-        seen = set()
-        for _ in range(20):
-            with pm.acquire_master() as conn:
-                assert server_port(conn) == primary_port
-                assert fetchval(conn, "SELECT pg_is_in_recovery()") is False
-            with pm.acquire_replica() as conn:
-                port = server_port(conn)
-                assert port in replica_ports
-                assert fetchval(conn, "SELECT pg_is_in_recovery()") is True
-                seen.add(port)
-            with pm.acquire(read_only=True) as conn:
-                assert server_port(conn) in replica_ports
-            with pm.acquire() as conn:
-                assert server_port(conn) == primary_port
-        assert seen == replica_ports  # both replicas serve reads
-        topology = pm.topology
-        assert [h.dsn.port for h in topology.primaries] == [primary_port]
-        assert {h.dsn.port for h in topology.replicas} == replica_ports
-
-
-def test_plain_acquire_and_release(shared_cluster: LocalCluster, manager_cls: Any) -> None:
-    replica_ports = {node.port for node in shared_cluster.replicas}
+    """``conn = pm.acquire()`` is a Borrowed proxy; its driver connection may be released too."""
     with manager_cls(shared_cluster.dsn()) as pm:
         pm.ready()
-        conn = pm.acquire(read_only=True)
-        port = server_port(conn)
-        assert port in replica_ports
-        (pool,) = [
-            p
-            for p in pm.get_replica_pools()
-            if pm.get_pool_freesize(p) == pm._driver.max_size(p) - 1
-        ]
-        assert pm.is_connection_closed(conn) is False
-        pm.release(conn)
-        assert pm.get_pool_freesize(pool) == pm._driver.max_size(pool)
-        with pytest.raises(ValueError, match="did not hand out"):
-            pm.release(conn)
-
-        # The driver's connection itself may be given back too.
-        master = pm.acquire_master()
-        raw = master.connection
+        borrowed = pm.acquire_master()
+        assert server_port(borrowed) == shared_cluster.primary.port  # attributes pass through
+        raw = borrowed.connection
         assert fetchval(raw, "SELECT 1") == 1
         raw.commit()
         pm.release(raw)
         assert every_pool_whole(pm)
         with pytest.raises(ValueError, match="did not hand out"):
-            pm.release(master)
+            pm.release(borrowed)  # the same connection: given back already
 
 
 def test_commit_on_a_clean_exit_and_rollback_on_an_exception(
@@ -231,119 +168,28 @@ def test_commit_on_a_clean_exit_and_rollback_on_an_exception(
             execute(conn, f"DROP TABLE {table}")
 
 
-def test_ready_and_wait_helpers(shared_cluster: LocalCluster, manager_cls: Any) -> None:
-    pm = manager_cls(shared_cluster.dsn(), refresh_delay=0.1)
-    try:
-        pm.ready(masters_count=1, replicas_count=0, timeout=10)
-        pm.wait_masters_ready(1)
-        pm.wait_replicas_ready(2)
-        pm.wait_all_ready()
-        pm.ready()
-        assert all(host.healthy for host in pm.topology)
-        started = time.monotonic()
-        with pytest.raises(NoHostAvailableError, match="3 replica"):
-            pm.ready(masters_count=1, replicas_count=3, timeout=0.3)
-        assert time.monotonic() - started < 2
-        before = [host.check_count for host in pm.topology]
-        pm.wait_next_pool_check(timeout=5)
-        assert all(h.check_count > b for h, b in zip(pm.topology, before))
-    finally:
-        pm.close()
-
-
-def test_pool_level_api(
-    shared_cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
-) -> None:
-    with manager_cls(shared_cluster.dsn(), pool_factory_kwargs=small_pools) as pm:
-        pm.ready()
-        masters, replicas = pm.get_master_pools(), pm.get_replica_pools()
-        assert len(masters) == 1 and len(replicas) == 2
-        assert len(pm.pools) == 3 and set(map(id, pm.pools)) == set(map(id, masters + replicas))
-        assert pm.get_pool(read_only=False) is masters[0]
-        for _ in range(10):
-            assert pm.get_pool(read_only=True) in replicas
-        for pool in pm.pools:
-            assert pm._driver.max_size(pool) == SMALL_POOL_MAX_SIZE
-            assert pm.get_pool_freesize(pool) == SMALL_POOL_MAX_SIZE
-        # Every connection of the primary's pool can be taken: the checks use none of them.
-        held = [pm.acquire_master() for _ in range(SMALL_POOL_MAX_SIZE)]
-        assert pm.get_pool_freesize(masters[0]) == 0
-        with pytest.raises(NoHostAvailableError, match="no free connection"):
-            pm.acquire_master(timeout=0.2)
-        for conn in held:
-            pm.release(conn)
-        assert every_pool_whole(pm)
-
-
-def test_timeout_error_names_every_host_and_no_password(
-    shared_cluster: LocalCluster, manager_cls: Any
-) -> None:
-    secret = "s3cr3t-Pa55"
-    port = shared_cluster.primary.port
-    dsn = f"postgresql://postgres:{secret}@127.0.0.1:{port},127.0.0.1:1/postgres"
-    with manager_cls(dsn, acquire_timeout=0.5) as pm:
-        pm.ready(masters_count=1, replicas_count=0)
-        started = time.monotonic()
-        with pytest.raises(NoHostAvailableError) as caught:
-            pm.acquire_replica()
-        assert 0.4 < time.monotonic() - started < 2
-        message = str(caught.value)
-        assert secret not in message and secret not in repr(pm)
-        assert f"127.0.0.1:{port}: primary" in message
-        assert "127.0.0.1:1: down" in message
-        assert "within 0.5 s" in message
-        assert all(secret not in str(host) for host in pm.hosts)
-        with pytest.raises(NoHostAvailableError) as caught:
-            pm.ready(timeout=0.2)
-        assert secret not in str(caught.value) and "127.0.0.1:1: down" in str(caught.value)
-
-
-def test_close_is_graceful_and_stops_the_checks(
+def test_the_monitor_thread_lives_from_first_use_to_close_or_terminate(
     shared_cluster: LocalCluster, manager_cls: Any, sync_driver: str
 ) -> None:
+    """One daemon thread per manager runs the monitor; close() and terminate() end it."""
     name = f"closing-{sync_driver}"
-    pm = manager_cls(shared_cluster.dsn(), refresh_delay=0.05, name=name)
+    pm = manager_cls(shared_cluster.dsn(), name=name)
+    assert not monitor_threads(name), "started before first use"
     pm.ready()
     assert len(monitor_threads(name)) == 1
-    conn = pm.acquire_master()
-    closing = threading.Thread(target=pm.close, daemon=True)
-    closing.start()
-    time.sleep(0.1)
-    assert closing.is_alive(), "close() must wait for the borrowed connection"
-    with pytest.raises(PoolManagerClosedError):
-        pm.acquire_master()
-    assert fetchval(conn, "SELECT 42") == 42  # still usable until released
-    pm.release(conn)
-    closing.join(5)
-    assert not closing.is_alive() and pm.closed
-    with pytest.raises(PoolManagerClosedError):
-        pm.acquire_replica()
+    pm.close()
+    assert not monitor_threads(name), "the monitor's thread outlived close()"
     with pytest.raises(PoolManagerClosedError):
         pm.ready()
-    counts = [host.check_count for host in pm.topology]
-    time.sleep(0.3)
-    assert [host.check_count for host in pm.topology] == counts
-    assert not monitor_threads(name), "the monitor's thread outlived close()"
 
-
-def test_terminate_cuts_borrowed_connections(
-    shared_cluster: LocalCluster, manager_cls: Any, sync_driver: str
-) -> None:
     name = f"terminating-{sync_driver}"
     pm = manager_cls(shared_cluster.dsn(), name=name)
     pm.ready()
     conn = pm.acquire_master()
-    started = time.monotonic()
     pm.terminate()
-    assert time.monotonic() - started < 5
-    assert pm.is_connection_closed(conn)  # cut at its socket: closed already
     with pytest.raises(Exception):  # noqa: B017 - each driver's own connection error
-        fetchval(conn, "SELECT 1")
-    assert pm.is_connection_closed(conn)
-    pm.release(conn)  # a no-op after terminate, not an error
-    with pytest.raises(PoolManagerClosedError):
-        pm.acquire_master()
-    assert not monitor_threads(name)
+        fetchval(conn, "SELECT 1")  # cut at its socket
+    assert not monitor_threads(name), "the monitor's thread outlived terminate()"
 
 
 # -- threads -----------------------------------------------------------------------
@@ -578,97 +424,7 @@ def test_frozen_primary_thawed_after_a_promotion_acknowledges_nothing(
     assert any(at > frozen_at + detected for at, _, outcome in durations if outcome == "acked")
 
 
-# -- consistency (replay paused on one replica of the shared cluster) -----------------
-
-
-def _write(pm: Any, row_id: int) -> None:
-    with pm.acquire_master() as conn:
-        execute(conn, f"INSERT INTO seen VALUES ({row_id})")
-
-
-def _wait_for_lag(pm: Any, port: int, seconds: float = 0.2) -> None:
-    """Write once, then wait until the paused replica at ``port`` shows over ``seconds`` of lag."""
-    _write(pm, -port)
-    wait_until(
-        lambda: any(
-            h.dsn.port == port and (h.lag_bytes or 0) > 0 and (h.lag_seconds or 0) > seconds
-            for h in pm.topology
-        ),
-        what="the paused replica's lag to show",
-    )
-
-
-def test_write_then_read_with_a_token_never_misses_its_write(
-    shared_cluster: LocalCluster, paused: Node, manager_cls: Any
-) -> None:
-    """400 pairs of a write and a read of it from 8 threads, half with a token, half in a scope."""
-    pairs = 400
-    misses: list[int] = []
-    errors: list[BaseException] = []
-    with manager_cls(shared_cluster.dsn(), **FAST_LAG) as pm:
-        pm.ready()
-        _wait_for_lag(pm, paused.port)
-
-        def pair(row_id: int) -> None:
-            if row_id % 2:
-                with pm.acquire_master() as conn:
-                    execute(conn, f"INSERT INTO seen VALUES ({row_id})")
-                    conn.commit()
-                    token = pm.write_token(conn)
-                reading = pm.acquire_replica(after=token, timeout=5)
-            else:
-                with read_your_writes():
-                    _write(pm, row_id)
-                    assert current_token() is not None
-                    reading = pm.acquire_replica(timeout=5)
-            with reading as conn:
-                if fetchval(conn, f"SELECT count(*) FROM seen WHERE id = {row_id}") != 1:
-                    misses.append(row_id)
-
-        def worker(start: int) -> None:
-            try:
-                for row_id in range(start, pairs, 8):
-                    pair(row_id)
-            except BaseException as error:
-                errors.append(error)
-
-        run_threads(8, worker, timeout=60)
-        counts = pm.token_read_counts
-        assert every_pool_whole(pm)
-    assert not errors, errors[:3]
-    assert not misses, f"{len(misses)} reads missed their write: {misses[:10]}"
-    assert counts["primary"] < pairs / 2, counts  # the live replica served most of them
-    assert counts["replica"] + counts["replica_after_wait"] > 0, counts
-    assert current_token() is None  # the scopes were the threads' own
-
-
-def test_a_lag_bound_keeps_reads_off_a_paused_replica(
-    shared_cluster: LocalCluster, paused: Node, manager_cls: Any
-) -> None:
-    (live,) = [node for node in shared_cluster.replicas if node.port != paused.port]
-    with manager_cls(shared_cluster.dsn(), **FAST_LAG, max_lag_seconds=0.5) as pm:
-        pm.ready()
-        _wait_for_lag(pm, paused.port, seconds=0.7)
-        for row_id in range(30):
-            _write(pm, row_id)
-            with pm.acquire_replica() as conn:  # the manager's bound
-                assert server_port(conn) == live.port
-            with pm.acquire_replica(max_lag_bytes=0) as conn:  # the call's own
-                assert server_port(conn) == live.port
-        lagging = next(h for h in pm.topology if h.dsn.port == paused.port)
-        assert pm.topology.replication_lag_seconds(lagging) > 0.5
-        live_pool = next(pm.pools[h.index] for h in pm.topology if h.dsn.port == live.port)
-        for _ in range(10):
-            assert pm.get_pool(True, max_lag_bytes=0) in (live_pool, None)
-            assert pm.get_pool(True) is live_pool
-    # Without a bound, the paused replica still serves (it is healthy).
-    with manager_cls(shared_cluster.dsn(), **FAST_LAG) as pm:
-        pm.ready()
-        ports = set()
-        for _ in range(40):
-            with pm.acquire_replica() as conn:
-                ports.add(server_port(conn))
-        assert paused.port in ports
+# -- contextvars per thread ---------------------------------------------------------
 
 
 def test_pins_of_one_thread_never_reach_another(

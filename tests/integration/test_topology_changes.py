@@ -11,7 +11,7 @@ from helpers import execute, fetchval, server_port, wait_until
 from pgrouter import NoHostAvailableError
 from pgrouter.testing import LocalCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.sync_face]
 
 FAST_CHECKS = {"refresh_delay": 0.1, "refresh_timeout": 0.5}
 
@@ -39,6 +39,10 @@ async def test_killed_replica_leaves_the_rotation_and_comes_back(
         assert ports == {victim.port, survivor.port}
 
 
+@pytest.mark.async_only(
+    "a fresh cluster per run: test_sync.py runs this fault for the sync managers once, "
+    "under a writer thread, with a bound on when writes resume"
+)
 async def test_kill_primary_promote_replica_writes_resume(
     cluster: LocalCluster, manager_cls: Any
 ) -> None:
@@ -182,6 +186,10 @@ async def test_frozen_primary_is_bypassed_before_its_check_times_out(
             await asyncio.to_thread(frozen.thaw)
 
 
+@pytest.mark.async_only(
+    "open-loop writes bounded by asyncio.wait_for, which cannot end a blocking query; "
+    "test_sync.py runs this fault for the sync managers with a thread per write"
+)
 async def test_frozen_primary_thawed_after_a_promotion_acknowledges_nothing(
     cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
 ) -> None:
@@ -273,6 +281,10 @@ async def test_frozen_primary_thawed_after_a_promotion_acknowledges_nothing(
     assert any(at > frozen_at + detected for at, _, outcome in durations if outcome == "acked")
 
 
+@pytest.mark.async_only(
+    "the callers end their queries on the frozen host with asyncio.wait_for, "
+    "which cannot interrupt a blocking query"
+)
 async def test_a_connection_given_back_to_a_frozen_host_is_cut_not_reset(
     cluster: LocalCluster, manager_cls: Any, small_pools: dict[str, int]
 ) -> None:

@@ -145,6 +145,9 @@ class _ProcessState(Generic[PoolT, ConnT]):
         self.in_use = [0] * len(hosts)
         # Per host: connections given back, so a stalled pool is told from a busy one.
         self.returned = [0] * len(hosts)
+        # Per host: callers waiting on its full pool, so that with every pool full
+        # the greedy balancer sends the next one to the shortest queue (as async).
+        self.queued = [0] * len(hosts)
         # id(connection) -> (connection, its pool, its host's index)
         self.borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
         self.reads_on_primary: set[int] = set()
@@ -369,7 +372,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
 
         def free_size(host: HostState) -> int:
             pool = keepers[host.index].pool
-            return 0 if pool is None else self._driver.free_size(pool)
+            return 0 if pool is None else self._driver.free_size(pool) - state.queued[host.index]
 
         return self._balancer.pick(
             snapshot,
@@ -478,19 +481,28 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         In slices of :data:`SLICE`: between them the caller reads the current
         snapshot (a blocking pool's wait cannot be ended from outside).
         """
-        while True:
-            remaining = deadline - time.monotonic()
-            returned = state.returned[host.index]
-            try:
-                return self._driver.acquire(pool, max(min(remaining, SLICE), 0))
-            except TimeoutError:
-                if remaining <= SLICE:
-                    raise
-            if not serves(state.thread.current, host.index, host.role):
-                return None
-            if state.returned[host.index] == returned:
-                # Full, and nothing came back for a whole slice: stuck on a frozen server?
-                self._check_now(host.index)
+        queued = self._driver.free_size(pool) <= 0  # a wait: counted for the balancer
+        if queued:
+            with state.lock:
+                state.queued[host.index] += 1
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                returned = state.returned[host.index]
+                try:
+                    return self._driver.acquire(pool, max(min(remaining, SLICE), 0))
+                except TimeoutError:
+                    if remaining <= SLICE:
+                        raise
+                if not serves(state.thread.current, host.index, host.role):
+                    return None
+                if state.returned[host.index] == returned:
+                    # Full, and nothing came back for a whole slice: stuck on a frozen server?
+                    self._check_now(host.index)
+        finally:
+            if queued:
+                with state.lock:
+                    state.queued[host.index] -= 1
 
     def _acquire_after(
         self,
@@ -734,6 +746,82 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         if isinstance(connection, Borrowed):
             connection = connection.connection
         return self._driver.is_closed(connection)
+
+    # -- pool-level API: the rest of the async manager's names, blocking ------------
+
+    @property
+    def available_pool_count(self) -> int:
+        snapshot = self.topology
+        return len(snapshot.primaries) + len(snapshot.replicas)
+
+    @property
+    def master_pool_count(self) -> int:
+        return len(self.topology.primaries)
+
+    @property
+    def replica_pool_count(self) -> int:
+        return len(self.topology.replicas)
+
+    def pool_is_master(self, pool: PoolT) -> bool:
+        host = self._host_of_pool(pool)
+        return host is not None and self.topology.is_primary(host)
+
+    def pool_is_replica(self, pool: PoolT) -> bool:
+        host = self._host_of_pool(pool)
+        return host is not None and self.topology.is_replica(host)
+
+    def get_last_response_time(self, pool: PoolT) -> float | None:
+        """Median probe time (seconds) of the pool's host over the stopwatch window."""
+        host = self._host_of_pool(pool)
+        return None if host is None else host.latency
+
+    def acquire_from_pool(self, pool: PoolT, timeout: float | None = None) -> Borrowed[ConnT]:
+        """A connection from this very pool, whatever its host's role."""
+        index = self._index_of_pool(pool)
+        connection = self._driver.acquire(pool, self._timeout(timeout))
+        self.register_connection(connection, pool, _index=index)
+        return Borrowed(self, connection)
+
+    def release_to_pool(self, connection: Any, pool: PoolT) -> None:
+        """Give ``connection`` back to ``pool``; one the manager never recorded, too."""
+        if isinstance(connection, Borrowed):
+            connection = connection.connection
+        record = self._state().borrowed.get(id(connection))
+        if record is None:
+            self._driver.release(pool, connection)  # taken from the driver's pool directly
+        elif record[1] is not pool:
+            raise ValueError("release_to_pool(): the connection came from another pool")
+        else:
+            self._give_back(connection, None)
+
+    def register_connection(
+        self, connection: ConnT, pool: PoolT, *, _index: int | None = None
+    ) -> None:
+        """Record a connection taken from ``pool`` so ``release(connection)`` finds its pool."""
+        index = self._index_of_pool(pool) if _index is None else _index
+        state = self._state()
+        with state.lock:
+            first = False
+            if id(connection) not in state.borrowed:
+                state.in_use[index] += 1
+                first = state.in_use[index] == 1
+            state.borrowed[id(connection)] = (connection, pool, index)
+        if first:  # the primary's heartbeat runs while its connections are in use
+            host_monitor = self._monitor().hosts[index]
+            if host_monitor.sleeping_idle:
+                state.thread.soon(host_monitor.work_started)
+
+    def _index_of_pool(self, pool: object) -> int:
+        for keeper in self._state().keepers:
+            if keeper.pool is pool:
+                return keeper.index
+        raise ValueError(f"{pool!r} is not a pool of this manager")
+
+    def _host_of_pool(self, pool: object) -> HostState | None:
+        for keeper in self._state().keepers:
+            if keeper.pool is pool:
+                return self.topology.hosts[keeper.index]
+        return None
 
     # -- readiness ----------------------------------------------------------
 
