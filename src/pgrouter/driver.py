@@ -286,6 +286,43 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         """
         return isinstance(error, (OSError, ConnectionError, EOFError))
 
+    # -- run(), transactions and dry runs (pgrouter.interactions) ----------------
+
+    #: True when :meth:`mogrify` needs a connection: a dry run then borrows one
+    #: (nothing is sent on it).
+    mogrify_needs_connection: bool = False
+
+    async def run_statement(
+        self, connection: ConnT, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        """Run one statement with the driver's own placeholders on a borrowed connection.
+
+        Its rows as dicts (column name -> value) when ``fetch``, else ``[]``.
+        Inside whatever transaction the connection is in: ``pm.run()`` adds
+        :meth:`begin` / :meth:`commit` around it where needed.
+        """
+        raise NotImplementedError(f"the {self.name} driver has no run() support")
+
+    def statement_commits(self, connection: ConnT) -> bool:
+        """True when a statement outside :meth:`begin` commits by itself (autocommit)."""
+        return True
+
+    async def begin(self, connection: ConnT) -> None:
+        """Open a transaction (default: a ``BEGIN`` statement)."""
+        await self.run_statement(connection, "BEGIN", None, False)
+
+    async def commit(self, connection: ConnT) -> None:
+        await self.run_statement(connection, "COMMIT", None, False)
+
+    async def rollback(self, connection: ConnT) -> None:
+        await self.run_statement(connection, "ROLLBACK", None, False)
+
+    def mogrify(self, connection: ConnT | None, query: str, args: Any) -> str | None:
+        """The query with ``args`` rendered as the driver would, or ``None``: the driver
+        has no mogrify, and pgrouter renders its ``$n`` placeholders itself
+        (:mod:`pgrouter.interactions.literals`). Sends nothing."""
+        return None
+
 
 class ProbeThroughPlainDriver:
     """For drivers layered on another one: the health check runs on the plain driver.

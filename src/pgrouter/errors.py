@@ -44,3 +44,13 @@ class NoHostAvailableError(PgRouterError, asyncio.TimeoutError):
 
 class ClusterError(PgRouterError, RuntimeError):
     """The local test cluster (``pgrouter.testing``) failed to do what was asked."""
+
+
+class TransactionClosedError(PgRouterError, RuntimeError):
+    """A transaction of ``run(partial_txn=True)`` or ``transaction()`` is over.
+
+    Committed or rolled back by its owner, or ended by pgrouter: open longer
+    than the manager's ``txn_timeout``, or its host stopped serving its role
+    (down, demoted, fenced or superseded). pgrouter ends it by cutting its
+    connection, so the server rolls it back; the message says which and why.
+    """

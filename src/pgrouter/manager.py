@@ -19,7 +19,7 @@ import logging
 import sys
 import warnings
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic
 
 from . import arguments
@@ -34,6 +34,9 @@ from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
 from .interactions.channels import check_channel, check_channels, check_payload
 from .interactions.listen import Listener, Listeners
+from .interactions.run import run as run_interaction
+from .interactions.transactions import Transaction, TransactionContext
+from .interactions.txn_watch import TxnRegistry
 from .monitor import Admit, TopologyMonitor, describe_error
 from .release_bound import ReleaseBound
 from .routing.consistency import (
@@ -47,7 +50,7 @@ from .routing.consistency import (
 from .routing.reads import ReadRule
 from .routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from .settings import manager_settings
+from .settings import DEFAULT_TXN_TIMEOUT, manager_settings
 from .staleness import StalenessPolicy
 from .topology import (
     HostRole,
@@ -109,6 +112,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         staleness: StalenessPolicy | None = None,
         name: str = "default",
         causal_wait: float = DEFAULT_CAUSAL_WAIT,
+        txn_timeout: float = DEFAULT_TXN_TIMEOUT,
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
@@ -128,7 +132,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             staleness=staleness,
             name=name,
             causal_wait=causal_wait,
+            txn_timeout=txn_timeout,
         )
+        # Transactions held over several calls (run(partial_txn=True), transaction()).
+        self._txn_timeout = settings.txn_timeout
+        self._transactions = TxnRegistry(contextlib.nullcontext())
         # Read on every acquire: plain attributes, not through the settings.
         self._acquire_timeout = settings.acquire_timeout
         self._balancer = settings.balancer
@@ -1100,6 +1108,43 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if keeper.pool is pool:
                 return self._board.current.hosts[keeper.index]
         return None
+
+    # -- run(), transactions and dry runs (pgrouter.interactions.run) --------------
+
+    async def run(
+        self,
+        interaction: str | Callable[..., Any],
+        args: Any = None,
+        *,
+        read_only: bool = False,
+        get_result: bool = True,
+        txn: Transaction | None = None,
+        partial_txn: bool = False,
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Run a SQL string (the driver's placeholders, ``args`` its parameters) in a
+        transaction of its own, or call ``interaction(conn, *args, **kwargs)``, on the
+        primary or (``read_only``) a replica. A SQL string gives its rows as dicts
+        (``True`` with ``get_result=False``); a read whose host broke runs once more on
+        another host. ``partial_txn=True`` gives ``(result, txn)``; ``txn=`` goes on in
+        one; ``dry_run=True`` gives the SQL with its parameters rendered, sending nothing.
+        """
+        return await run_interaction(
+            self,
+            interaction,
+            args,
+            read_only=read_only,
+            get_result=get_result,
+            txn=txn,
+            partial_txn=partial_txn,
+            dry_run=dry_run,
+            kwargs=kwargs,
+        )
+
+    def transaction(self, read_only: bool = False) -> TransactionContext:
+        """``async with pm.transaction() as txn:`` commits a clean block, rolls back on error."""
+        return TransactionContext(self, read_only)
 
     # -- readiness ----------------------------------------------------------
 

@@ -18,6 +18,13 @@ from .routing.reads import ReadRule
 from .routing.requests import ReadDefaults
 from .staleness import StalenessPolicy, bounds_of
 
+#: How long a transaction held over several calls (``run(partial_txn=True)``,
+#: ``transaction()``) may stay open before pgrouter rolls it back (seconds):
+#: far longer than the steps of one request or job take, short enough that a
+#: forgotten one (or one whose caller hangs) frees its row locks, its pool
+#: slot and vacuum's horizon within a minute.
+DEFAULT_TXN_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class ManagerSettings:
@@ -34,6 +41,7 @@ class ManagerSettings:
     read_rule: ReadRule | None  # the lag bounds of reads that name none (None: no bound)
     name: str
     causal_wait: float
+    txn_timeout: float = DEFAULT_TXN_TIMEOUT
 
     @property
     def read_defaults(self) -> ReadDefaults:
@@ -57,6 +65,7 @@ def manager_settings(
     staleness: StalenessPolicy | None,
     name: Any,
     causal_wait: Any,
+    txn_timeout: Any = None,
 ) -> ManagerSettings:
     """Every manager keyword checked by name, and resolved (see the module docstring)."""
     if pool_factory_kwargs is not None and not isinstance(pool_factory_kwargs, dict):
@@ -91,6 +100,9 @@ def manager_settings(
         read_rule=arguments.read_rule(max_lag_bytes, max_lag_seconds),
         name=name,
         causal_wait=arguments.seconds("causal_wait", causal_wait, zero=True),
+        txn_timeout=arguments.seconds(
+            "txn_timeout", DEFAULT_TXN_TIMEOUT if txn_timeout is None else txn_timeout
+        ),
     )
 
 

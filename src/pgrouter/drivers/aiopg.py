@@ -21,6 +21,7 @@ from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_r
 from ..dsn import HostDsn
 from .aiopg_listen import AiopgListenConnection
 from .sqlstate import is_host_sqlstate
+from .statements import psycopg2_mogrify, rows_as_dicts
 
 #: What ``max_size`` reports for a pool without a maximum (aiopg ``maxsize=0``).
 UNBOUNDED = sys.maxsize
@@ -98,6 +99,24 @@ class AiopgDriver(Driver[aiopg.Pool, aiopg.Connection]):
         finally:
             cursor.close()
         return tuple(row or ())
+
+    async def run_statement(
+        self, connection: aiopg.Connection, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        cursor = await connection.cursor()
+        try:
+            await cursor.execute(query, args)
+            if not fetch or cursor.description is None:
+                return []
+            return rows_as_dicts(cursor.description, await cursor.fetchall())
+        finally:
+            cursor.close()
+
+    mogrify_needs_connection = True
+
+    def mogrify(self, connection: aiopg.Connection | None, query: str, args: Any) -> str | None:
+        assert connection is not None
+        return psycopg2_mogrify(connection.raw, query, args)
 
     def abort(self, connection: aiopg.Connection) -> None:
         _cut.add(connection)

@@ -76,6 +76,19 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
         # aiopg.sa's RowProxy is a mapping: iterating it gives the column names.
         return () if row is None else tuple(row.as_tuple())
 
+    # run() talks to the aiopg connection under the SAConnection, in
+    # psycopg2's placeholders (%s, %(name)s), as plain SQL given to aiopg.sa does.
+    async def run_statement(
+        self, connection: SAConnection, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        return await self._plain.run_statement(connection.connection, query, args, fetch)
+
+    mogrify_needs_connection = True
+
+    def mogrify(self, connection: SAConnection | None, query: str, args: Any) -> str | None:
+        assert connection is not None
+        return self._plain.mogrify(connection.connection, query, args)
+
     def abort(self, connection: SAConnection) -> None:
         if connection.connection is not None:
             self._plain.abort(connection.connection)

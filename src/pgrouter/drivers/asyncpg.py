@@ -44,6 +44,7 @@ import asyncpg.exceptions as pg_errors
 from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_result
 from ..dsn import HostDsn
 from .asyncpg_listen import AsyncpgListenConnection
+from .statements import positional_args
 
 _HOST_ERRORS = (
     OSError,
@@ -146,6 +147,16 @@ class AsyncpgDriver(Driver[asyncpg.Pool, asyncpg.Connection]):
 
     async def fetch_row(self, connection: Any, query: str) -> tuple[Any, ...]:
         return tuple(await connection.fetchrow(query))
+
+    async def run_statement(
+        self, connection: Any, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        # asyncpg's placeholders are $1, $2...: positional arguments only.
+        params = positional_args(args, self.name)
+        if not fetch:
+            await connection.execute(query, *params)
+            return []
+        return [dict(record) for record in await connection.fetch(query, *params)]
 
     # The module function itself: no method frame on every acquire.
     hung_up = staticmethod(hung_up)  # type: ignore[assignment]

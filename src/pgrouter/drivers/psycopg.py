@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 
 from ..driver import PROBE_QUERY, Driver, ListenConnection, ProbeResult, probe_result
 from ..dsn import HostDsn
@@ -89,6 +90,44 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
         if idle and not connection.autocommit:
             await connection.rollback()  # the query began a transaction: end it
         return tuple(row or ())
+
+    async def run_statement(
+        self, connection: psycopg.AsyncConnection[Any], query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        async with connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(query, args)
+            if not fetch or cursor.description is None:
+                return []
+            return await cursor.fetchall()
+
+    def statement_commits(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+        return bool(connection.autocommit)
+
+    async def begin(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        if connection.autocommit:
+            await connection.execute("BEGIN")
+        # else psycopg begins one with the first statement
+
+    async def commit(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        if connection.autocommit:
+            await connection.execute("COMMIT")
+        else:
+            await connection.commit()
+
+    async def rollback(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        if connection.autocommit:
+            await connection.execute("ROLLBACK")
+        else:
+            await connection.rollback()
+
+    mogrify_needs_connection = True
+
+    def mogrify(
+        self, connection: psycopg.AsyncConnection[Any] | None, query: str, args: Any
+    ) -> str | None:
+        assert connection is not None
+        # Client-side binding renders what server-side binding would send apart.
+        return psycopg.AsyncClientCursor(connection).mogrify(query, args)
 
     def abort(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._cut.add(connection)

@@ -27,6 +27,7 @@ from ..driver import Driver, ProbeThroughPlainDriver
 from ..dsn import HostDsn
 from .asyncpg import AsyncpgDriver
 from .sqlstate import is_host_sqlstate
+from .statements import positional_args
 
 #: What ``max_size`` reports for a pool without a maximum (``max_overflow=-1``,
 #: or a pool class other than ``QueuePool``).
@@ -101,6 +102,30 @@ class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnect
         if began:
             await connection.rollback()  # SQLAlchemy began a transaction for it: end it
         return tuple(row or ())
+
+    async def run_statement(
+        self, connection: AsyncConnection, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        # The driver's own SQL and placeholders ($1, $2: the asyncpg dialect's
+        # numeric_dollar style), not text()'s :name.
+        params = positional_args(args, self.name)
+        result = await connection.exec_driver_sql(query, params if params else None)
+        if not fetch or not result.returns_rows:
+            return []
+        return [dict(row._mapping) for row in result]
+
+    def statement_commits(self, connection: AsyncConnection) -> bool:
+        return False  # SQLAlchemy begins a transaction for the first statement
+
+    async def begin(self, connection: AsyncConnection) -> None:
+        if not connection.in_transaction():
+            await connection.begin()
+
+    async def commit(self, connection: AsyncConnection) -> None:
+        await connection.commit()
+
+    async def rollback(self, connection: AsyncConnection) -> None:
+        await connection.rollback()
 
     def abort(self, connection: AsyncConnection) -> None:
         # The asyncpg connection under SQLAlchemy's adapter: terminate() drops

@@ -91,5 +91,34 @@ class SyncDriver(abc.ABC, Generic[PoolT, ConnT]):
         if fd is not None:
             cut_socket(fd)
 
+    # -- run(), transactions and dry runs (pgrouter.interactions) ----------------
+    # The blocking twins of the async Driver's hooks of the same names.
+
+    #: True when :meth:`mogrify` needs a connection (a dry run borrows one; nothing is sent).
+    mogrify_needs_connection: bool = False
+
+    def run_statement(
+        self, connection: ConnT, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        """One statement, the driver's placeholders; its rows as dicts when ``fetch``."""
+        raise NotImplementedError(f"the {self.name} driver has no run() support")
+
+    def statement_commits(self, connection: ConnT) -> bool:
+        """True when a statement outside :meth:`begin` commits by itself (autocommit)."""
+        return True
+
+    def begin(self, connection: ConnT) -> None:
+        self.run_statement(connection, "BEGIN", None, False)
+
+    def commit(self, connection: ConnT) -> None:
+        self.run_statement(connection, "COMMIT", None, False)
+
+    def rollback(self, connection: ConnT) -> None:
+        self.run_statement(connection, "ROLLBACK", None, False)
+
+    def mogrify(self, connection: ConnT | None, query: str, args: Any) -> str | None:
+        """The driver's own rendering of ``query`` with ``args``; ``None``: pgrouter's."""
+        return None
+
 
 __all__ = ["SyncDriver"]

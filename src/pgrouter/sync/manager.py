@@ -30,6 +30,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic
 
@@ -39,6 +40,9 @@ from ..dsn import HostDsn, split_dsn
 from ..errors import NoHostAvailableError, PoolManagerClosedError
 from ..interactions.blocking_listen import BlockingListener, BlockingListeners
 from ..interactions.channels import check_channel, check_channels, check_payload
+from ..interactions.sync_run import run_sync
+from ..interactions.sync_transactions import SyncTransaction, open_sync_transaction
+from ..interactions.txn_watch import TxnRegistry
 from ..monitor import Admit, TopologyMonitor, describe_error
 from ..routing.consistency import (
     CAUSAL_POLL_FIRST,
@@ -51,7 +55,7 @@ from ..routing.consistency import (
 from ..routing.reads import ReadRule
 from ..routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from ..settings import manager_settings
+from ..settings import DEFAULT_TXN_TIMEOUT, manager_settings
 from ..staleness import StalenessPolicy
 from ..topology import (
     HostRole,
@@ -184,6 +188,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         staleness: StalenessPolicy | None = None,
         name: str = "default",
         causal_wait: float = DEFAULT_CAUSAL_WAIT,
+        txn_timeout: float = DEFAULT_TXN_TIMEOUT,
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
@@ -203,8 +208,12 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             staleness=staleness,
             name=name,
             causal_wait=causal_wait,
+            txn_timeout=txn_timeout,
         )
         self._settings = settings
+        # Transactions held over several calls (run(partial_txn=True), transaction()).
+        self._txn_timeout = settings.txn_timeout
+        self._transactions = TxnRegistry(green.original_lock())
         self._acquire_timeout = settings.acquire_timeout
         self._balancer = settings.balancer
         self._read_defaults = settings.read_defaults
@@ -822,6 +831,39 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             if keeper.pool is pool:
                 return self.topology.hosts[keeper.index]
         return None
+
+    # -- run(), transactions and dry runs (pgrouter.interactions.sync_run) ----------
+
+    def run(
+        self,
+        interaction: str | Callable[..., Any],
+        args: Any = None,
+        *,
+        read_only: bool = False,
+        get_result: bool = True,
+        txn: SyncTransaction | None = None,
+        partial_txn: bool = False,
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """The blocking ``run()``: the async manager's, same arguments and rules
+        (see :meth:`pgrouter.manager.BasePoolManager.run`)."""
+        return run_sync(
+            self,
+            interaction,
+            args,
+            read_only=read_only,
+            get_result=get_result,
+            txn=txn,
+            partial_txn=partial_txn,
+            dry_run=dry_run,
+            kwargs=kwargs,
+        )
+
+    def transaction(self, read_only: bool = False) -> SyncTransaction:
+        """An open transaction: ``with pm.transaction() as txn:`` commits a clean block,
+        rolls back on error; or keep it and ``commit()`` / ``rollback()`` yourself."""
+        return open_sync_transaction(self, read_only)
 
     # -- readiness ----------------------------------------------------------
 

@@ -25,6 +25,7 @@ import psycopg2.pool
 
 from ..driver import Driver
 from ..drivers.aiopg import is_psycopg2_config_error, is_psycopg2_host_error
+from ..drivers.statements import psycopg2_mogrify, rows_as_dicts
 from ..dsn import HostDsn
 from .driver import SyncDriver
 
@@ -217,6 +218,42 @@ class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
             connection.commit()
         elif status != psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:
             connection.rollback()
+
+    def run_statement(
+        self, connection: Any, query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        with connection.cursor() as cursor:
+            cursor.execute(query, args)
+            if not fetch or cursor.description is None:
+                return []
+            return rows_as_dicts(cursor.description, cursor.fetchall())
+
+    def statement_commits(self, connection: Any) -> bool:
+        return bool(connection.autocommit)
+
+    def begin(self, connection: Any) -> None:
+        if connection.autocommit:
+            self.run_statement(connection, "BEGIN", None, False)
+        # else psycopg2 begins one with the first statement
+
+    # psycopg2's commit() and rollback() do nothing in autocommit mode, even
+    # after an explicit BEGIN: send the statement then.
+    def commit(self, connection: Any) -> None:
+        if connection.autocommit:
+            self.run_statement(connection, "COMMIT", None, False)
+        else:
+            connection.commit()
+
+    def rollback(self, connection: Any) -> None:
+        if connection.autocommit:
+            self.run_statement(connection, "ROLLBACK", None, False)
+        else:
+            connection.rollback()
+
+    mogrify_needs_connection = True
+
+    def mogrify(self, connection: Any, query: str, args: Any) -> str:
+        return psycopg2_mogrify(connection, query, args)
 
     def is_host_error(self, error: BaseException) -> bool:
         return is_psycopg2_host_error(error)

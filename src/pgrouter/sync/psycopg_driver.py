@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 
 from ..driver import Driver
 from ..drivers.psycopg import PsycopgDriver, with_connection_defaults
@@ -94,6 +95,41 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
             connection.commit()
         else:
             connection.rollback()
+
+    def run_statement(
+        self, connection: psycopg.Connection[Any], query: str, args: Any, fetch: bool
+    ) -> list[dict[str, Any]]:
+        with connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(query, args)
+            if not fetch or cursor.description is None:
+                return []
+            return cursor.fetchall()
+
+    def statement_commits(self, connection: psycopg.Connection[Any]) -> bool:
+        return bool(connection.autocommit)
+
+    def begin(self, connection: psycopg.Connection[Any]) -> None:
+        if connection.autocommit:
+            connection.execute("BEGIN")
+        # else psycopg begins one with the first statement
+
+    def commit(self, connection: psycopg.Connection[Any]) -> None:
+        if connection.autocommit:
+            connection.execute("COMMIT")
+        else:
+            connection.commit()
+
+    def rollback(self, connection: psycopg.Connection[Any]) -> None:
+        if connection.autocommit:
+            connection.execute("ROLLBACK")
+        else:
+            connection.rollback()
+
+    mogrify_needs_connection = True
+
+    def mogrify(self, connection: psycopg.Connection[Any] | None, query: str, args: Any) -> str:
+        assert connection is not None
+        return psycopg.ClientCursor(connection).mogrify(query, args)
 
     def is_host_error(self, error: BaseException) -> bool:
         return isinstance(

@@ -1,0 +1,86 @@
+"""One step of an interaction on a connection already held: a SQL string or a function.
+
+Shared by ``run()`` and held transactions of both faces, so the two forms of
+an interaction mean the same everywhere: a SQL string (the driver's own
+placeholders, ``args`` its parameters) gives its rows as a list of dicts, or
+``True`` with ``get_result=False``; a function is called as
+``fn(connection, *args, **kwargs)`` (awaited when it returns an awaitable)
+and gives what it returns.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+def check_interaction(interaction: Any, args: Any, kwargs: Mapping[str, Any]) -> None:
+    """A ``TypeError`` naming what is wrong with an interaction and its arguments."""
+    if isinstance(interaction, str):
+        if not interaction.strip():
+            raise ValueError("run(): the SQL string is empty")
+        if kwargs:
+            raise TypeError(
+                "run(): keyword arguments "
+                + ", ".join(sorted(kwargs))
+                + " go to a function interaction; a SQL string takes its parameters in args"
+            )
+        return
+    if not callable(interaction):
+        raise TypeError(
+            "run(): interaction must be a SQL string or a callable fn(conn, *args, **kwargs), "
+            f"got {type(interaction).__name__}"
+        )
+    if args is not None and (
+        isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Sequence)
+    ):
+        raise TypeError(
+            "run(): args of a function interaction must be a list or tuple, "
+            f"got {type(args).__name__}"
+        )
+
+
+def call_args(args: Any) -> Sequence[Any]:
+    return () if args is None else args
+
+
+def result_of(rows: list[dict[str, Any]], get_result: bool) -> list[dict[str, Any]] | bool:
+    return rows if get_result else True
+
+
+async def run_step_async(
+    driver: Any,
+    connection: Any,
+    interaction: str | Callable[..., Any],
+    args: Any,
+    get_result: bool,
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """The step on an async driver's connection, inside whatever transaction it is in."""
+    if isinstance(interaction, str):
+        rows = await driver.run_statement(connection, interaction, args, get_result)
+        return result_of(rows, get_result)
+    result = interaction(connection, *call_args(args), **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def run_step_sync(
+    driver: Any,
+    connection: Any,
+    interaction: str | Callable[..., Any],
+    args: Any,
+    get_result: bool,
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """The step on a blocking driver's connection."""
+    if isinstance(interaction, str):
+        return result_of(
+            driver.run_statement(connection, interaction, args, get_result), get_result
+        )
+    return interaction(connection, *call_args(args), **kwargs)
+
+
+__all__ = ["call_args", "check_interaction", "result_of", "run_step_async", "run_step_sync"]
