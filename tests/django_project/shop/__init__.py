@@ -1,0 +1,1 @@
+"""The test project's app: customers, their orders, and notes kept outside the database set."""
