@@ -15,7 +15,11 @@ connection: the floor no library can beat), when ``failover()`` returned,
 when the manager dropped the old primary from its rotation, and the calls that
 failed. Contenders run in interleaved order, several runs each; medians.
 
-    python bench/failover.py [--runs N] [--driver asyncpg|psycopg] [--log]
+``--face sync`` runs the blocking managers instead (``pgrouter.sync.psycopg``
+and ``pgrouter.sync.psycopg2``), each workload call a blocking call in a thread
+of its own, next to the async manager of ``--driver`` as the reference.
+
+    python bench/failover.py [--runs N] [--driver asyncpg|psycopg] [--face async|sync] [--log]
 
 bench/README.md explains the columns and holds the figures of a run.
 """
@@ -25,7 +29,9 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import importlib
 import logging
 import platform
@@ -75,6 +81,9 @@ CLOSE_TIMEOUT = 5.0
 TABLE = "bench_failover_writes"
 WRITE_QUERY = f"INSERT INTO {TABLE} (id) VALUES ($1) RETURNING inet_server_port()"
 READ_QUERY = "SELECT inet_server_port()"
+#: Threads for the blocking face's calls: each workload call blocks one, and
+#: calls stuck on a frozen primary keep theirs until it thaws.
+SYNC_THREADS = 128
 
 SCENARIOS = {"kill": "kill -9 the primary + promote", "sigstop": "SIGSTOP the primary + promote"}
 
@@ -98,6 +107,32 @@ class Contender(abc.ABC):
     @abc.abstractmethod
     def is_primary(self, pm: Any, index: int) -> bool:
         """Whether the manager sees the ``index``-th host as the primary."""
+
+    # The calls the run makes: an async manager's by default.
+
+    async def ready(self, pm: Any) -> None:
+        await pm.ready(timeout=OPEN_TIMEOUT)
+
+    async def execute(self, pm: Any, query: str) -> None:
+        async with pm.acquire_master() as connection:
+            await fetch_rows(connection, query)
+
+    async def write(self, pm: Any, write_id: int) -> int:
+        """One write; the port of the server that acknowledged it."""
+        async with pm.acquire_master() as connection:
+            rows = await fetch_rows(connection, WRITE_QUERY, write_id)
+        return int(rows[0][0])
+
+    async def read(self, pm: Any) -> None:
+        async with pm.acquire_replica() as connection:
+            await fetch_rows(connection, READ_QUERY)
+
+    async def close(self, pm: Any) -> None:
+        try:
+            await asyncio.wait_for(pm.close(), CLOSE_TIMEOUT)
+        except (Exception, asyncio.TimeoutError):
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(pm.terminate(), CLOSE_TIMEOUT)
 
 
 def pool_kwargs(driver: str) -> dict[str, Any]:
@@ -133,6 +168,82 @@ class PgrouterContender(Contender):
         return pm.topology.hosts[index] in pm.topology.primaries
 
 
+class SyncPgrouterContender(PgrouterContender):
+    """A blocking manager of pgrouter.sync: every call blocks a thread of its own.
+
+    The same workload as the async contenders (the loops, their patience, the
+    milestones) runs on the event loop; each write or read is one blocking
+    ``with pm.acquire_master() as conn:`` block in a worker thread, as a thread
+    of a WSGI server or a Celery worker would run it.
+    """
+
+    SIZES = {
+        "psycopg": {"min_size": 2, "max_size": 10, "kwargs": {"autocommit": True}},
+        # BlockingPsycopg2Pool has no autocommit option: the with block commits.
+        "psycopg2": {"minconn": 2, "maxconn": 10},
+    }
+
+    def __init__(self, name: str, driver: str) -> None:
+        super().__init__(name)
+        self.driver = driver
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def make(self, dsn: str, driver: str) -> Any:
+        cls = importlib.import_module(f"pgrouter.sync.{self.driver}").PoolManager
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            SYNC_THREADS, thread_name_prefix="bench-sync"
+        )
+        return cls(
+            dsn,
+            acquire_timeout=ACQUIRE_TIMEOUT,
+            pool_factory_kwargs=dict(self.SIZES[self.driver]),
+        )
+
+    async def _blocking(self, call: Callable[..., Any], *args: Any) -> Any:
+        assert self._threads is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(call, *args))
+
+    async def ready(self, pm: Any) -> None:
+        await self._blocking(functools.partial(pm.ready, timeout=OPEN_TIMEOUT))
+
+    async def execute(self, pm: Any, query: str) -> None:
+        await self._blocking(blocking_query, pm.acquire_master, query)
+
+    async def write(self, pm: Any, write_id: int) -> int:
+        rows = await self._blocking(blocking_query, pm.acquire_master, SYNC_WRITE_QUERY, write_id)
+        return int(rows[0][0])
+
+    async def read(self, pm: Any) -> None:
+        await self._blocking(blocking_query, pm.acquire_replica, READ_QUERY)
+
+    async def close(self, pm: Any) -> None:
+        # close(timeout=) bounds the wait for calls still stuck; terminate() cuts them.
+        with contextlib.suppress(Exception):
+            await self._blocking(functools.partial(pm.close, timeout=CLOSE_TIMEOUT))
+        with contextlib.suppress(Exception):
+            await self._blocking(pm.terminate)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+
+#: WRITE_QUERY in the DB-API's placeholders (psycopg 3 and psycopg2 alike).
+SYNC_WRITE_QUERY = WRITE_QUERY.replace("$1", "%s")
+
+
+def blocking_query(acquire: Callable[[], Any], query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """One ``with acquire() as conn:`` block running ``query``: acknowledged once it ends.
+
+    The block's end commits (psycopg2, and psycopg 3 without autocommit) before
+    the rows are returned, so a returned write is an acknowledged one.
+    """
+    with acquire() as connection, connection.cursor() as cursor:
+        cursor.execute(query, params or None)
+        rows = cursor.fetchall() if cursor.description else []
+    return [tuple(row) for row in rows]
+
+
 class HasqlContender(Contender):
     name = "hasql 0.10"
     MODULES = {"asyncpg": "hasql.asyncpg", "psycopg": "hasql.psycopg3"}
@@ -156,11 +267,21 @@ class HasqlContender(Contender):
         return pool is not None and bool(state.pool_is_master(pool))
 
 
-CONTENDERS: list[Contender] = [
+ASYNC_CONTENDERS: list[Contender] = [
     PgrouterContender("pgrouter"),
     PgrouterContender("pgrouter, no events", event_driven_checks=False),
     HasqlContender(),
 ]
+
+#: ``--face sync``: the async manager of ``--driver`` first, as the reference.
+SYNC_CONTENDERS: list[Contender] = [
+    PgrouterContender("pgrouter (async)"),
+    SyncPgrouterContender("pgrouter.sync psycopg", "psycopg"),
+    SyncPgrouterContender("pgrouter.sync psycopg2", "psycopg2"),
+]
+
+#: The contenders of this run (set by main() from ``--face``).
+CONTENDERS: list[Contender] = ASYNC_CONTENDERS
 
 
 # -- one run --------------------------------------------------------------------
@@ -196,7 +317,8 @@ class Outcome:
 class Workload:
     """Writers and readers through one manager; records what happens after the fault."""
 
-    def __init__(self, pm: Any, outcome: Outcome) -> None:
+    def __init__(self, contender: Contender, pm: Any, outcome: Outcome) -> None:
+        self.contender = contender
         self.pm = pm
         self.outcome = outcome
         self.next_id = 1
@@ -227,21 +349,18 @@ class Workload:
     async def _write(self) -> bool:
         write_id, self.next_id = self.next_id, self.next_id + 1
         try:
-            async with self.pm.acquire_master() as connection:
-                rows = await fetch_rows(connection, WRITE_QUERY, write_id)
+            port = await self.contender.write(self.pm, write_id)
         except Exception as error:  # a failed call is a result, not a crash
             self._failed("write", error)
             return False
         now = time.monotonic()
-        port = int(rows[0][0])
         if self.fault_at is not None and port != self.old_port and self.first_new_write is None:
             self.first_new_write = now
         return True
 
     async def _read(self) -> bool:
         try:
-            async with self.pm.acquire_replica() as connection:
-                await fetch_rows(connection, READ_QUERY)
+            await self.contender.read(self.pm)
         except Exception as error:
             self._failed("read", error)
             return False
@@ -314,14 +433,13 @@ async def measure(
 ) -> None:
     old = cluster.nodes[0]  # LocalCluster always builds node0 as the primary
     pm = contender.make(cluster.dsn(), driver)
-    workload = Workload(pm, outcome)
+    workload = Workload(contender, pm, outcome)
     fault: asyncio.Task[tuple[Node, float]] | None = None
     floor: asyncio.Task[float] | None = None
     probes: list[asyncpg.Connection] = []
     try:
-        await pm.ready(timeout=OPEN_TIMEOUT)
-        async with pm.acquire_master() as connection:
-            await fetch_rows(connection, f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY)")
+        await contender.ready(pm)
+        await contender.execute(pm, f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY)")
         workload.old_port = old.port
         workload.start()
         # Straight to the replicas, outside any manager: sees the floor.
@@ -367,7 +485,7 @@ async def measure(
                 await asyncio.wait_for(asyncio.shield(fault), SCENARIO_TIMEOUT)
         # Back before closing, so pools can say goodbye instead of hanging on it.
         await asyncio.to_thread(old.thaw)
-        await close_manager(pm)
+        await contender.close(pm)
 
 
 def fault_and_promote(cluster: LocalCluster, old: Node, scenario: str) -> tuple[Node, float]:
@@ -392,14 +510,6 @@ async def first_writable(probes: list[asyncpg.Connection]) -> float:
             if not await probe.fetchval("SELECT pg_is_in_recovery()"):
                 return time.monotonic()
         await asyncio.sleep(FLOOR_POLL)
-
-
-async def close_manager(pm: Any) -> None:
-    try:
-        await asyncio.wait_for(pm.close(), CLOSE_TIMEOUT)
-    except (Exception, asyncio.TimeoutError):
-        with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(pm.terminate(), CLOSE_TIMEOUT)
 
 
 def ms(seconds: float) -> float:
@@ -443,7 +553,7 @@ def summary(values: list[float | None], runs: int) -> str:
 
 
 def table(outcomes: list[Outcome], scenario: str, runs: int) -> str:
-    header = f"{'contender':<20}" + "".join(f"{name:>{width}}" for name, _, width in COLUMNS)
+    header = f"{'contender':<24}" + "".join(f"{name:>{width}}" for name, _, width in COLUMNS)
     lines = [
         f"== {SCENARIOS[scenario]}: ms since the fault, median (min-max) over {runs} runs",
         header,
@@ -451,7 +561,7 @@ def table(outcomes: list[Outcome], scenario: str, runs: int) -> str:
     for contender in CONTENDERS:
         mine = [o for o in outcomes if o.contender == contender.name and o.scenario == scenario]
         failed = [o for o in mine if o.error]
-        row = f"{contender.name:<20}"
+        row = f"{contender.name:<24}"
         usable = [o for o in mine if not o.error]
         if not usable:
             error = failed[0].error if failed else "no run"
@@ -461,20 +571,27 @@ def table(outcomes: list[Outcome], scenario: str, runs: int) -> str:
             row += f"{summary([read(o) for o in usable], len(usable)):>{width}}"
         lines.append(row)
         if failed:
-            lines.append(f"{'':<20}{len(failed)} run(s) FAILED: {failed[0].error}")
+            lines.append(f"{'':<24}{len(failed)} run(s) FAILED: {failed[0].error}")
         kinds: dict[str, int] = {}
         for o in usable:
             for kind_name, count in o.error_kinds.items():
                 kinds[kind_name] = kinds.get(kind_name, 0) + count
         if kinds:
             listed = ", ".join(f"{count} x {name}" for name, count in sorted(kinds.items()))
-            lines.append(f"{'':<20}errors over all runs: {listed}")
+            lines.append(f"{'':<24}errors over all runs: {listed}")
     return "\n".join(lines)
 
 
-def verdict(outcomes: list[Outcome]) -> str:
-    """Judges pgrouter with defaults on its worst run, not its median."""
-    mine = [o for o in outcomes if o.contender == CONTENDERS[0].name]
+def judged() -> list[Contender]:
+    """Whose targets the verdict checks: pgrouter with defaults, each face's managers."""
+    if CONTENDERS is SYNC_CONTENDERS:
+        return list(CONTENDERS)
+    return [CONTENDERS[0]]
+
+
+def verdict(outcomes: list[Outcome], name: str) -> str:
+    """Judges one pgrouter contender (with defaults) on its worst run, not its median."""
+    mine = [o for o in outcomes if o.contender == name]
     problems: list[str] = []
     for scenario in SCENARIOS:
         runs = [o for o in mine if o.scenario == scenario]
@@ -498,8 +615,32 @@ def verdict(outcomes: list[Outcome]) -> str:
         f"{TARGET_FROZEN_OUT_MS / 1000:g} s (worst run: {worst_out:.0f} ms), in every run"
     )
     if problems:
-        return f"VERDICT: pgrouter MISSES the targets ({target}): " + "; ".join(problems)
-    return f"VERDICT: pgrouter MEETS the targets: {target}"
+        return f"VERDICT: {name} MISSES the targets ({target}): " + "; ".join(problems)
+    return f"VERDICT: {name} MEETS the targets: {target}"
+
+
+def ratios(outcomes: list[Outcome]) -> str:
+    """Write gap / (promotion + 150 ms) per contender and scenario: at most 1 meets the target."""
+    allowed = TARGET_GAP_OVER_PROMOTION_MS
+    lines = [f"== write gap / (writable + {allowed:.0f} ms), median (min-max) over the runs"]
+    for contender in CONTENDERS:
+        cells = []
+        for scenario in SCENARIOS:
+            values = [
+                o.gap / (o.promotion + allowed)
+                for o in outcomes
+                if o.contender == contender.name and o.scenario == scenario
+                if o.gap is not None and o.promotion is not None and not o.error
+            ]
+            if not values:
+                cells.append(f"{scenario}: -")
+                continue
+            cells.append(
+                f"{scenario}: {statistics.median(values):.2f} "
+                f"({min(values):.2f}-{max(values):.2f})"
+            )
+        lines.append(f"{contender.name:<24}" + "   ".join(cells))
+    return "\n".join(lines)
 
 
 def print_logs(outcomes: list[Outcome]) -> None:
@@ -522,6 +663,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per contender and scenario")
     parser.add_argument("--driver", choices=["asyncpg", "psycopg"], default="asyncpg")
+    parser.add_argument(
+        "--face",
+        choices=["async", "sync"],
+        default="async",
+        help="async: pgrouter and hasql on --driver; sync: pgrouter.sync psycopg and "
+        "psycopg2, next to pgrouter's async manager on --driver",
+    )
     parser.add_argument("--log", action="store_true", help="print pgrouter's log of every run")
     return parser.parse_args(argv)
 
@@ -539,7 +687,7 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
                 outcomes.append(outcome)
                 note = outcome.error or ("timeout" if outcome.timed_out else "")
                 print(
-                    f"  [{len(outcomes)}/{total}] {scenario:<7} {contender.name:<20} "
+                    f"  [{len(outcomes)}/{total}] {scenario:<7} {contender.name:<24} "
                     f"gap {fmt_ms(outcome.gap)}, writable {fmt_ms(outcome.promotion)}, "
                     f"old out {fmt_ms(outcome.old_out)} "
                     f"({time.monotonic() - started:.1f} s) {note}",
@@ -554,13 +702,19 @@ def fmt_ms(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CONTENDERS
     args = parse_args(argv)
+    CONTENDERS = SYNC_CONTENDERS if args.face == "sync" else ASYNC_CONTENDERS
     logging.getLogger().addHandler(LOG)
     logging.getLogger().setLevel(logging.INFO)
     outcomes = asyncio.run(run(args))
-    versions = describe_versions("pgrouter", "hasql", "asyncpg", "psycopg")
+    packages = ["pgrouter", "hasql", "asyncpg", "psycopg"]
+    if args.face == "sync":
+        packages = ["pgrouter", "psycopg", "psycopg-pool", "psycopg2-binary", args.driver]
+    versions = describe_versions(*dict.fromkeys(packages))
+    face = "the blocking face (a thread per call) vs async" if args.face == "sync" else "async"
     print(
-        f"\npgrouter failover benchmark — {args.driver} driver, Python "
+        f"\npgrouter failover benchmark — {face}, {args.driver} driver for async, Python "
         f"{platform.python_version()}\n{versions}\n"
         f"{WRITERS} writers + {READERS} readers, acquire_timeout={ACQUIRE_TIMEOUT:g} s, "
         "refresh_delay and refresh_timeout left at each library's default; "
@@ -573,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for scenario in SCENARIOS:
         print(table(outcomes, scenario, args.runs) + "\n")
-    print(verdict(outcomes))
+    print(ratios(outcomes) + "\n")
+    for contender in judged():
+        print(verdict(outcomes, contender.name))
     if args.log:
         print_logs(outcomes)
     return 0
