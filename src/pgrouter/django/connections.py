@@ -73,13 +73,19 @@ class _ErrorReporter:
             raise
 
 
-def drop_if_stale(connection: Any, database_set: DatabaseSet, index: int) -> None:
-    """Close ``connection`` if its server restarted since it was opened (see the docstring)."""
+def drop_if_stale(database_set: DatabaseSet, index: int) -> None:
+    """Close this thread's connection to host ``index`` if its server restarted since the
+    connection was opened (see the module docstring). Costs nothing until a host restarts."""
+    snapshot = database_set.watch.topology
+    if not database_set.restarted(index, snapshot):
+        return
+    from django.db import connections
+
+    connection = connections[database_set.aliases[index]]
     opened_on = getattr(connection, _STARTED_AT, None)
     if opened_on is None or connection.connection is None or connection.in_atomic_block:
         return
-    now = database_set.watch.topology.hosts[index].server_started_at
-    if now is None or now == opened_on:
+    if snapshot.hosts[index].server_started_at == opened_on:
         return
     logger.info(
         "pgrouter: %s restarted since Django's connection %r opened: reconnecting",

@@ -84,12 +84,14 @@ class _SetRouter:
                     f"pgrouter.django.pin({name!r}) first (or use GreedyRouter)"
                 )
             pin(name)
-        alias = _atomic_alias(database_set)
+        alias = _atomic_alias(database_set, database_set.known_primary())
         if alias is not None:  # the write belongs to the transaction open there
             state.note_write(name, alias)
             return alias
-        alias = database_set.write_alias()
-        drop_if_stale(connections[alias], database_set, sets.members[alias][1])
+        index = database_set.primary_index()
+        database_set.watch.note_work(index)
+        drop_if_stale(database_set, index)
+        alias = database_set.aliases[index]
         state.note_write(name, alias)
         return alias
 
@@ -102,17 +104,18 @@ class _SetRouter:
         database_set = member[0]
         if not sets.settings.enabled:
             return database_set.name
-        alias = _atomic_alias(database_set)
+        alias = _atomic_alias(database_set, database_set.known_primary())
         if alias is not None:
             return alias
         name = database_set.name
         if reads_go_to_primary(name):
-            alias = database_set.write_alias()
+            index = database_set.primary_index()
+            database_set.watch.note_work(index)
         else:
             token = state.token_of(name)
-            alias = database_set.read_alias(token if token is not None else current_token())
-        drop_if_stale(connections[alias], database_set, sets.members[alias][1])
-        return alias
+            index = database_set.read_index(token if token is not None else current_token())
+        drop_if_stale(database_set, index)
+        return database_set.aliases[index]
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
         sets = registry()
@@ -143,9 +146,10 @@ class _SetRouter:
         return index == database_set.primary_index()
 
 
-def _atomic_alias(database_set: DatabaseSet) -> str | None:
-    """The alias of the set whose connection is in ``transaction.atomic()`` in this thread."""
-    for alias in database_set.names:
+def _atomic_alias(database_set: DatabaseSet, primary: int) -> str | None:
+    """The alias of the set whose connection is in ``transaction.atomic()`` in this thread
+    (of those an atomic block is opened on: :meth:`DatabaseSet.atomic_candidates`)."""
+    for alias in database_set.atomic_candidates(primary):
         if connections[alias].in_atomic_block:
             return alias
     return None

@@ -74,26 +74,45 @@ class DatabaseSet:
         self._primary_wait = 0.0
         self._balancer: AbstractBalancerPolicy | None = None
         self._rule: ReadRule | None = None
+        self._ready = False  # every host checked once (see snapshot())
+        self._started_at: dict[int, float] = {}  # each host's server start, first seen
+        self._first_names: tuple[str, ...] = (aliases[0],)
 
     def __repr__(self) -> str:
         return f"<DatabaseSet {self.name} aliases={list(self.aliases)}>"
 
-    def _snapshot(self) -> TopologySnapshot:
+    def snapshot(self) -> TopologySnapshot:
+        """The current snapshot; on first use, after every host's first check (bounded by
+        ``PGROUTER_PRIMARY_WAIT``), so the first reads are not all sent to the primary."""
         snapshot = self.watch.topology
-        if snapshot.version == 0 or not _checked(snapshot):
-            # First use: wait (bounded) for every host's first check, so the
-            # first reads are not all sent to the primary.
+        if not self._ready:
             try:
                 snapshot = self.watch.wait_for(_checked, self._primary_wait)
             except TimeoutError:
                 snapshot = self.watch.topology
+            self._ready = True
         return snapshot
+
+    def atomic_candidates(self, primary: int) -> tuple[str, ...]:
+        """The aliases a ``transaction.atomic()`` of this set is opened on: its first alias
+        (and the extra names of that host: ``default``), and the current primary's."""
+        if primary == 0:
+            return self._first_names
+        return (*self._first_names, self.aliases[primary])
+
+    def restarted(self, index: int, snapshot: TopologySnapshot) -> bool:
+        """True once host ``index``'s server was seen restarted since this process's first
+        look at it (connections opened before may be dead)."""
+        now = snapshot.hosts[index].server_started_at
+        if now is None:
+            return False
+        return self._started_at.setdefault(index, now) != now
 
     def primary_index(self, snapshot: TopologySnapshot | None = None) -> int:
         """The host writes go to now; with none known, wait up to ``PGROUTER_PRIMARY_WAIT``
         for the monitor to find one, then the last one (the query raises Django's error)."""
         if snapshot is None:
-            snapshot = self._snapshot()
+            snapshot = self.snapshot()
         primaries = snapshot.primaries
         if not primaries:
             try:
@@ -110,15 +129,20 @@ class DatabaseSet:
         self.watch.note_work(index)
         return self.aliases[index]
 
-    def read_alias(self, token: WriteToken | None) -> str:
+    def known_primary(self) -> int:
+        """The primary now, without waiting: the last one while none is known."""
+        primaries = self.snapshot().primaries
+        return primaries[0].index if primaries else self._last_primary
+
+    def read_index(self, token: WriteToken | None) -> int:
         """A replica within the lag bounds (and past ``token``), else the primary."""
-        snapshot = self._snapshot()
+        snapshot = self.snapshot()
         rule = self._rule
         if token is not None:
             plan = plan_token_read(snapshot, token, rule)
             if not plan.ignore:
                 if plan.first is None:  # no replica has it yet: the primary has
-                    return self.aliases[self.primary_index(snapshot)]
+                    return self.primary_index(snapshot)
                 rule = plan.first
         assert self._balancer is not None
         host = self._balancer.pick(
@@ -130,8 +154,11 @@ class DatabaseSet:
             rule=rule,
         )
         if host is None:
-            return self.aliases[self.primary_index(snapshot)]
-        return self.aliases[host.index]
+            return self.primary_index(snapshot)
+        return host.index
+
+    def read_alias(self, token: WriteToken | None) -> str:
+        return self.aliases[self.read_index(token)]
 
     def configure(self, settings: RouterSettings) -> None:
         self._primary_wait = settings.primary_wait
@@ -197,6 +224,8 @@ class SetRegistry:
             if alias == "default" and name is not None and name != alias:
                 self.members[alias] = (self.sets[name], int(entry[HOST_KEY]))
                 self.sets[name].names += (alias,)
+                if int(entry[HOST_KEY]) == 0:
+                    self.sets[name]._first_names += (alias,)
         self.databases = databases
 
     def member(self, alias: str) -> tuple[DatabaseSet, int] | None:
