@@ -17,6 +17,7 @@ from .errors import (
     NoHostAvailableError,
     PgRouterError,
     PoolManagerClosedError,
+    TransactionClosedError,
     WrongEventLoopError,
 )
 from .interactions.listen import ListenGap, Notification
@@ -44,6 +45,7 @@ __all__ = [
     "RandomWeightedBalancerPolicy",
     "RoundRobinBalancerPolicy",
     "TopologySnapshot",
+    "TransactionClosedError",
     "WriteToken",
     "WrongEventLoopError",
     "__version__",
