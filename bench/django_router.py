@@ -22,7 +22,10 @@ same ``get()``): ``django/primary`` with no router and no middleware, against
 Method as the other benchmarks: a warm-up run of every contender, then
 ``--rounds`` rounds in which every contender runs once for ``--seconds``, in
 an order rotated each round; the ratio to the floor is taken per round;
-medians (and quartiles) over rounds. Also the router's own time per call
+medians (and quartiles) over rounds. Besides throughput, the calling
+thread's CPU time per operation (``time.thread_time()``: Django's and the
+router's work, not the server's nor the monitor thread's), steadier than
+throughput on a shared machine. Also the router's own time per call
 (``router.db_for_read()`` alone, no query).
 
     python bench/django_router.py [--rounds N] [--seconds S] [--quick] [--json PATH]
@@ -86,14 +89,15 @@ class Contender:
         self.context = context
         self.op = op
 
-    def run(self, seconds: float) -> float:
-        """Operations per second over ``seconds``."""
+    def run(self, seconds: float) -> tuple[float, float]:
+        """Operations per second over ``seconds``, and this thread's CPU µs per operation."""
         from django.db import router
 
         router.routers = self.routers
         op = self.op
         count = 0
         with self.context():
+            cpu_started = time.thread_time()
             started = time.perf_counter()
             deadline = started + seconds
             while True:
@@ -103,15 +107,19 @@ class Contender:
                 now = time.perf_counter()
                 if now >= deadline:
                     break
-        return count / (now - started)
+            cpu = time.thread_time() - cpu_started
+        return count / (now - started), cpu / count * 1e6
+
+
+Runs = dict[str, list[tuple[float, float]]]
 
 
 def run_group(
     contenders: list[Contender], rounds: int, seconds: float, progress: Callable[[str], None]
-) -> dict[str, list[float]]:
+) -> Runs:
     for contender in contenders:  # warm-up: connections open, caches filled
         contender.run(min(seconds, 0.2))
-    results: dict[str, list[float]] = {contender.name: [] for contender in contenders}
+    results: Runs = {contender.name: [] for contender in contenders}
     for number in range(rounds):
         shift = number % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
@@ -127,22 +135,27 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def table(title: str, results: dict[str, list[float]], floor: str) -> str:
+def table(title: str, results: Runs, floor: str) -> str:
     lines = [
         f"\n{title}",
-        f"{'contender':<20} {'ops/s':>9} {'µs/op':>8} {'vs floor':>10} {'middle half':>15}"
-        f" {'+µs/op':>8}",
+        f"{'contender':<18} {'ops/s':>7} {'µs/op':>7} {'vs floor':>9} {'middle half':>12}"
+        f" {'CPU µs/op':>10} {'CPU vs floor':>13} {'+CPU µs':>8}",
     ]
-    base = statistics.median(results[floor])
+    base_runs = results[floor]
+    base_cpu = statistics.median(cpu for _, cpu in base_runs)
     for name, runs in results.items():
-        ops = statistics.median(runs)
-        ratios = [run / base_run for run, base_run in zip(runs, results[floor])]
+        ops = statistics.median(op for op, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        ratios = [run[0] / base[0] for run, base in zip(runs, base_runs)]
+        cpu_ratios = [run[1] / base[1] for run, base in zip(runs, base_runs)]
         low, high = quartiles(ratios)
-        ratio = "(floor)" if name == floor else f"{statistics.median(ratios):.2f}x"
-        extra = "" if name == floor else f"{1e6 / ops - 1e6 / base:+.1f}"
+        is_floor = name == floor
         lines.append(
-            f"{name:<20} {ops:>9.0f} {1e6 / ops:>8.1f} {ratio:>10} "
-            f"{'' if name == floor else f'{low:.2f}-{high:.2f}x':>15} {extra:>8}"
+            f"{name:<18} {ops:>7.0f} {1e6 / ops:>7.1f} "
+            f"{'(floor)' if is_floor else f'{statistics.median(ratios):.2f}x':>9} "
+            f"{'' if is_floor else f'{low:.2f}-{high:.2f}x':>12} {cpu:>10.1f} "
+            f"{'(floor)' if is_floor else f'{statistics.median(cpu_ratios):.2f}x':>13} "
+            f"{'' if is_floor else f'{cpu - base_cpu:+.1f}':>8}"
         )
     return "\n".join(lines)
 

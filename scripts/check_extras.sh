@@ -23,6 +23,8 @@ declare -A MODULES=(
     [psycopg2]=pgrouter.sync.psycopg2:PoolManager
     # gevent and psycogreen; psycogreen.gevent needs psycopg2 too (COMBINED below)
     [gevent]=gevent.monkey:patch_all,psycogreen,pgrouter.sync.green:real_thread
+    # Django's routers; their monitor probes with psycopg 3's async driver
+    [django]=pgrouter.django:GreedyRouter,pgrouter.drivers.psycopg:PsycopgDriver
 )
 # Extras README.md shows installed together: label -> the extras, and what must import
 declare -A COMBINED_EXTRAS=([psycopg2+gevent]=psycopg2,gevent)
