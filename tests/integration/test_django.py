@@ -244,6 +244,33 @@ def test_replica_down_is_skipped(django_cluster: LocalCluster) -> None:
         wait_all_replicas_visible()
 
 
+def test_lagging_replica_gets_no_reads_past_the_bound(django_cluster: LocalCluster) -> None:
+    from shop.models import Customer
+
+    from pgrouter.django import state
+
+    wait_all_replicas_visible()
+    lagging, fresh = django_cluster.replicas
+    lagging_index = [host.port for host in the_set().watch.hosts].index(lagging.port)
+    with override_settings(PGROUTER_MAX_LAG_BYTES=100_000):
+        lagging.pause_replay()
+        try:
+            django_cluster.primary.sql(
+                "CREATE TABLE IF NOT EXISTS wal_filler AS SELECT g, repeat('x', 500) AS pad"
+                " FROM generate_series(1, 2000) AS g"
+            )
+            the_set().watch.wait_for(
+                lambda s: (s.hosts[lagging_index].lag_bytes or 0) > 100_000, PATIENCE
+            )
+            with state.unit_of_work(None):
+                seen = {Customer.objects.all().db for _ in range(30)}
+            assert seen == {alias_of(fresh)}
+        finally:
+            lagging.resume_replay()
+    django_cluster.primary.sql("DROP TABLE wal_filler")
+    django_cluster_settle()
+
+
 # -- the cookie: read-your-writes across requests ----------------------------------------
 
 
