@@ -172,7 +172,11 @@ def carried_in(data: Any, known: frozenset[str]) -> Carried:
         if text is not None:
             if not isinstance(text, str) or len(text) > MAX_TOKEN_LENGTH:
                 raise ValueError("a carried token is not a token's text")
-            WriteToken.parse(text)
+            try:
+                WriteToken.parse(text)
+            except ValueError:
+                # Not the parser's message: it quotes the text, and this lands in logs.
+                raise ValueError("a carried token does not parse") from None
         if name in known:  # a set this project no longer has: dropped, not an error
             result[name] = (float(expires_at), text)
     return result
