@@ -497,7 +497,63 @@ class DisabledUnderTestCase(TestCase):
         self.assertNotIn("pgrouter_pins", response.cookies)
 
 
-# -- failover: last, it kills the module's primary ------------------------------------------
+# -- failover: last, they replace the module's primary ---------------------------------------
+
+
+def test_query_blocked_on_a_frozen_primary_fails_once_it_is_replaced(
+    django_cluster: LocalCluster,
+) -> None:
+    """SIGSTOP the primary under a query, promote a replica: the instant the monitor sees
+    the promoted host, the old primary's Django connections are cut at the socket, so the
+    blocked query raises then, not at the thaw. Writes go to the promoted host."""
+    from django.db import OperationalError, connections, router
+    from shop.models import Customer
+
+    import pgrouter.django
+    from pgrouter.django import state
+
+    wait_all_replicas_visible()
+    old = django_cluster.primary
+    started = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def blocked_query() -> None:
+        try:
+            with state.unit_of_work(None):
+                pgrouter.django.pin()
+                alias = router.db_for_write(Customer)
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                    started.set()
+                    try:
+                        cursor.execute("SELECT pg_sleep(1)")
+                        outcome["error"] = None
+                    except Exception as error:
+                        outcome["error"] = error
+                    outcome["at"] = time.monotonic()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=blocked_query)
+    thread.start()
+    try:
+        assert started.wait(PATIENCE)
+        time.sleep(0.05)  # the sleep is running on the server
+        old.freeze()
+        new = django_cluster.failover()
+        promoted = time.monotonic()
+        thread.join(PATIENCE)
+        assert not thread.is_alive(), "the query still waits on the frozen primary"
+        assert isinstance(outcome["error"], OperationalError), outcome
+        # Cut when the promoted host was seen, long before any thaw (none yet).
+        assert outcome["at"] - promoted < 5, outcome["at"] - promoted
+        with state.unit_of_work(None):
+            assert Customer.objects.create(name="after a freeze")._state.db == alias_of(new)
+    finally:
+        old.thaw()
+        thread.join(PATIENCE)
+    old.rewind_as_replica(new)
+    wait_all_replicas_visible()
 
 
 def test_failover_writes_resume_on_the_promoted_host(django_cluster: LocalCluster) -> None:

@@ -7,7 +7,8 @@ Each query's route, top to bottom:
    (they choose a set by returning one of its aliases), else the instance's
    own database (``hints["instance"]._state.db``), else ``default``.
 2. An alias in no database set is returned untouched.
-3. ``PGROUTER_ENABLED = False`` (tests): the set's first alias, always.
+3. ``PGROUTER_ENABLED = False`` (tests): the set's first host, always (under
+   the alias asked for when it names that host, such as ``default``).
 4. A write: inside ``transaction.atomic()`` on one of the set's aliases,
    that alias (the write is part of that transaction: open it with
    :func:`pgrouter.django.atomic` to have it on the current primary).
@@ -36,7 +37,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from ..routing.consistency import current_token
 from ..routing.pinning import is_pinned, pin, reads_go_to_primary
 from . import state
-from .connections import drop_if_stale, install
+from .connections import drop_if_stale
 from .errors import UnpinnedWriteError
 from .sets import DatabaseSet, registry
 
@@ -47,7 +48,7 @@ class _SetRouter:
     strict = True
 
     def __init__(self) -> None:
-        install(registry)
+        registry()  # builds the sets (and hooks Django's connections) at Django's first routing
 
     # -- the target --------------------------------------------------------------
 
@@ -75,7 +76,7 @@ class _SetRouter:
             return target
         database_set = member[0]
         if not sets.settings.enabled:
-            return database_set.name
+            return _unrouted(target, member[1], database_set)
         name = database_set.name
         if not is_pinned(name) and not reads_go_to_primary(name):
             if self.strict:
@@ -103,7 +104,7 @@ class _SetRouter:
             return target
         database_set = member[0]
         if not sets.settings.enabled:
-            return database_set.name
+            return _unrouted(target, member[1], database_set)
         alias = _atomic_alias(database_set, database_set.known_primary())
         if alias is not None:
             return alias
@@ -144,6 +145,12 @@ class _SetRouter:
         if not sets.settings.enabled:
             return index == 0
         return index == database_set.primary_index()
+
+
+def _unrouted(target: str, index: int, database_set: DatabaseSet) -> str:
+    """Routing off: the set's first host, under the name asked for when it names that host
+    (``default`` under Django's ``TestCase``), else the set's name."""
+    return target if index == 0 else database_set.name
 
 
 def _atomic_alias(database_set: DatabaseSet, primary: int) -> str | None:

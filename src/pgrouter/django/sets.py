@@ -29,6 +29,7 @@ from ..routing.tokens import WriteToken
 from ..sync.cluster_watch import ClusterWatch
 from ..topology import HostState, TopologySnapshot
 from .config import HOST_KEY, SET_KEY, RouterSettings
+from .connections import OpenConnections, follow, install
 from .errors import ConfigError
 
 logger = logging.getLogger("pgrouter")
@@ -77,6 +78,7 @@ class DatabaseSet:
         self._ready = False  # every host checked once (see snapshot())
         self._started_at: dict[int, float] = {}  # each host's server start, first seen
         self._first_names: tuple[str, ...] = (aliases[0],)
+        self.open_connections = OpenConnections(len(aliases))
 
     def __repr__(self) -> str:
         return f"<DatabaseSet {self.name} aliases={list(self.aliases)}>"
@@ -216,6 +218,7 @@ class SetRegistry:
             )
             database_set = DatabaseSet(name, aliases, watch)
             database_set.configure(settings)
+            follow(database_set)
             self.sets[name] = database_set
             for index, alias in enumerate(aliases):
                 self.members[alias] = (database_set, index)
@@ -284,6 +287,7 @@ def registry() -> SetRegistry:
 
             _registry = SetRegistry(settings.DATABASES, router_settings(settings))
             _follow_setting_changes()
+            install(registry)  # before any connection of a set is opened through us
         return _registry
 
 

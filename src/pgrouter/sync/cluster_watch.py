@@ -54,6 +54,8 @@ from .monitor_thread import MonitorThread
 logger = logging.getLogger("pgrouter")
 
 ProbeDriverFactory = Callable[[], Driver[Any, Any]]
+#: Called on the monitor's thread with the old and the new snapshot, at every publish.
+Listener = Callable[[TopologySnapshot, TopologySnapshot], None]
 
 
 def installed_probe_driver() -> Driver[Any, Any]:
@@ -138,6 +140,7 @@ class ClusterWatch:
         self._lock = threading.Lock()
         self._process: _ProcessWatch | None = None
         self._closed = False
+        self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
         hosts = ",".join(host.address for host in self.hosts)
@@ -159,6 +162,10 @@ class ClusterWatch:
                     _forks_of._INHERITED.append(state)  # the parent's: never touched here
                 state = _ProcessWatch(self)
                 state.thread.start()
+                monitor = state.thread.monitor
+                assert monitor is not None
+                for listener in self._listeners:
+                    monitor.board.listen(listener)
                 self._process = state  # last: a racing caller sees it only once it runs
         return state
 
@@ -192,6 +199,15 @@ class ClusterWatch:
             raise PoolManagerClosedError(f"{self!r} is closed")
         arguments.optional_seconds("timeout", timeout, zero=True)
         return self._state().thread.wait_for(predicate, timeout)
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(old, new)`` on the monitor's thread at every publish, before any
+        waiter wakes (for what must happen in the same instant, such as cutting the
+        connections of a superseded primary). Kept across forks; call before first use."""
+        with self._lock:
+            if self._process is not None:
+                raise RuntimeError("listen() before the watch's first use")
+            self._listeners.append(listener)
 
     def request_check(self, index: int) -> None:
         """A connection to host ``index`` just failed: check it now, not at the next tick."""
