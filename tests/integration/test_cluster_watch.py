@@ -191,3 +191,20 @@ def test_dropped_running_watch_warns(shared_cluster: LocalCluster) -> None:
         ClusterWatch(shared_cluster.dsn(), name="never-started")
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_listeners_see_every_publish_on_the_monitor_thread(shared_cluster: LocalCluster) -> None:
+    import threading
+
+    seen: list[tuple[int, int, str]] = []
+    watch = ClusterWatch(shared_cluster.dsn(), name="listened")
+    watch.listen(
+        lambda old, new: seen.append((old.version, new.version, threading.current_thread().name))
+    )
+    with watch:
+        snapshot = watch.wait_for(everyone_checked, PATIENCE)
+        with pytest.raises(RuntimeError, match="before"):
+            watch.listen(lambda old, new: None)
+    versions = [(old, new) for old, new, _ in seen]
+    assert versions[: snapshot.version] == [(v, v + 1) for v in range(snapshot.version)]
+    assert all(name.startswith("pgrouter-watch-listened") for _, _, name in seen)
