@@ -15,4 +15,5 @@ python3 -m pytest -q "$@"
 # legacy environment that scripts/setup.sh made (.venv-legacy).
 PGROUTER_TEST_DRIVERS=aiopg_sa,asyncpgsa .venv-legacy/bin/python -m pytest -q \
     tests/integration/test_manager_api.py tests/integration/test_topology_changes.py \
-    tests/integration/test_consistency.py
+    tests/integration/test_consistency.py \
+    tests/integration/test_run.py tests/integration/test_transactions.py

@@ -411,3 +411,22 @@ async def test_read_on_a_replica_killed_mid_query_is_served_by_the_other(
             rows = await asyncio.wait_for(running, 30)
     [survivor] = [node for node in replicas if node is not victim]
     assert rows == [{"port": survivor.port, "slept": 1}]
+
+
+async def test_a_cancelled_run_gives_its_connection_back(
+    shared_cluster: LocalCluster, async_driver: str
+) -> None:
+    module = importlib.import_module(DRIVERS[async_driver])
+    async with module.PoolManager(
+        shared_cluster.dsn(), pool_factory_kwargs=dict(SMALL_POOLS[async_driver])
+    ) as pm:
+        await pm.ready()
+        for read_only in (False, True):
+            running = asyncio.ensure_future(pm.run("SELECT pg_sleep(5)", read_only=read_only))
+            await asyncio.sleep(0.3)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        assert await pm.run("SELECT 1 AS one") == [{"one": 1}]
+        # Nothing is left borrowed: a graceful close waits for no one.
+        await asyncio.wait_for(pm.close(), 15)

@@ -18,11 +18,10 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import arguments
 from ..topology import checked_since
 from .literals import render_numbered
 from .retry import read_may_retry
-from .steps import check_interaction, result_of, run_step_async
+from .steps import check_flags, check_interaction, result_of, run_step_async
 from .transactions import Transaction, open_transaction
 
 if TYPE_CHECKING:
@@ -43,13 +42,7 @@ async def run(
 ) -> Any:
     """See :meth:`pgrouter.manager.BasePoolManager.run`."""
     check_interaction(interaction, args, kwargs)
-    for name, value in (
-        ("read_only", read_only),
-        ("get_result", get_result),
-        ("partial_txn", partial_txn),
-        ("dry_run", dry_run),
-    ):
-        arguments.flag(name, value)
+    check_flags(read_only, get_result, partial_txn, dry_run)
     if dry_run and not isinstance(interaction, str):
         raise TypeError("run(dry_run=True) renders a SQL string; a function has no SQL to show")
     if txn is not None:
@@ -96,20 +89,29 @@ async def _run_sql(
     retried = False
     while True:
         started = loop.time()
-        connection = await manager.acquire(read_only=read_only, timeout=max(budget, 0.0))
+        # The first acquire with the manager's own timeout: nothing to check again.
+        connection = await manager.acquire(
+            read_only=read_only, timeout=max(budget, 0.0) if retried else None
+        )
         budget -= loop.time() - started
         index = manager._borrowed[id(connection)][2]
-        host = manager._board.current.hosts[index]
         try:
             rows = await driver.run_statement(connection, query, args, get_result)
             if not driver.statement_commits(connection):
                 await driver.commit(connection)
-        except Exception as error:
-            # The release rolls back what is left (or drops a broken connection).
+        except BaseException as error:
+            # The release rolls back what is left (or drops a broken connection);
+            # a cancellation too gives the connection back (the release shields itself).
             await manager.release(connection)
-            if retried or not read_only or not read_may_retry(error, driver.is_host_error):
+            if (
+                retried
+                or not read_only
+                or not isinstance(error, Exception)
+                or not read_may_retry(error, driver.is_host_error)
+            ):
                 raise
             retried = True
+            host = manager._board.current.hosts[index]
             # Checked before routing again, so the balancer sees the broken
             # host down instead of picking it once more.
             manager._check_now(index)

@@ -14,6 +14,8 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import arguments
+
 
 def check_interaction(interaction: Any, args: Any, kwargs: Mapping[str, Any]) -> None:
     """A ``TypeError`` naming what is wrong with an interaction and its arguments."""
@@ -39,6 +41,27 @@ def check_interaction(interaction: Any, args: Any, kwargs: Mapping[str, Any]) ->
             "run(): args of a function interaction must be a list or tuple, "
             f"got {type(args).__name__}"
         )
+
+
+def check_flags(read_only: Any, get_result: Any, partial_txn: Any, dry_run: Any) -> None:
+    """run()'s flags are bools; a ``TypeError`` naming the first that is not.
+
+    One comparison each on the path every run() takes; the named check on a miss.
+    """
+    if (
+        read_only.__class__ is bool
+        and get_result.__class__ is bool
+        and partial_txn.__class__ is bool
+        and dry_run.__class__ is bool
+    ):
+        return
+    for name, value in (
+        ("read_only", read_only),
+        ("get_result", get_result),
+        ("partial_txn", partial_txn),
+        ("dry_run", dry_run),
+    ):
+        arguments.flag(name, value)
 
 
 def call_args(args: Any) -> Sequence[Any]:
@@ -83,4 +106,11 @@ def run_step_sync(
     return interaction(connection, *call_args(args), **kwargs)
 
 
-__all__ = ["call_args", "check_interaction", "result_of", "run_step_async", "run_step_sync"]
+__all__ = [
+    "call_args",
+    "check_flags",
+    "check_interaction",
+    "result_of",
+    "run_step_async",
+    "run_step_sync",
+]

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import arguments
 from ..topology import checked_since
 from .literals import render_numbered
 from .retry import read_may_retry
-from .steps import check_interaction, result_of, run_step_sync
+from .steps import check_flags, check_interaction, result_of, run_step_sync
 from .sync_transactions import SyncTransaction, open_sync_transaction
 
 if TYPE_CHECKING:
@@ -39,13 +38,7 @@ def run_sync(
 ) -> Any:
     """See :meth:`pgrouter.sync.manager.BaseSyncPoolManager.run`."""
     check_interaction(interaction, args, kwargs)
-    for name, value in (
-        ("read_only", read_only),
-        ("get_result", get_result),
-        ("partial_txn", partial_txn),
-        ("dry_run", dry_run),
-    ):
-        arguments.flag(name, value)
+    check_flags(read_only, get_result, partial_txn, dry_run)
     if dry_run and not isinstance(interaction, str):
         raise TypeError("run(dry_run=True) renders a SQL string; a function has no SQL to show")
     if txn is not None:
@@ -83,20 +76,29 @@ def _run_sql(
     retried = False
     while True:
         started = time.monotonic()
-        connection = manager.acquire(read_only=read_only, timeout=max(budget, 0.0)).connection
+        # The first acquire with the manager's own timeout: nothing to check again.
+        borrowed = manager.acquire(
+            read_only=read_only, timeout=max(budget, 0.0) if retried else None
+        )
         budget -= time.monotonic() - started
+        connection = borrowed.connection
         state = manager._state()
         index = state.borrowed[id(connection)][2]
-        host = state.thread.current.hosts[index]
         try:
             rows = driver.run_statement(connection, query, args, get_result)
             if not driver.statement_commits(connection):
                 driver.commit(connection)
-        except Exception as error:
+        except BaseException as error:  # an interruption too gives the connection back
             _give_back_failed(manager, connection)
-            if retried or not read_only or not read_may_retry(error, driver.is_host_error):
+            if (
+                retried
+                or not read_only
+                or not isinstance(error, Exception)
+                or not read_may_retry(error, driver.is_host_error)
+            ):
                 raise
             retried = True
+            host = state.thread.current.hosts[index]
             manager._check_now(index)
             started = time.monotonic()
             try:
