@@ -176,3 +176,26 @@ def test_carried_form_reads_back_strictly() -> None:
         with pytest.raises(ValueError) as error:
             carried_in(data, frozenset({"default"}))
         assert str(token)[:-1] not in str(error.value)  # never the input's text
+
+
+def test_routing_off_keeps_every_query_on_the_first_host() -> None:
+    """PGROUTER_ENABLED = False: the first host, under the name asked for when it names
+    that host (``default`` under Django's TestCase), else the set's name; no monitor."""
+    import pgrouter.django.sets as sets_module
+    from pgrouter.django import GreedyRouter
+
+    databases = populate_replicas({"main": master()}, {"main": [{"HOST": "db2"}]})
+    disabled = SetRegistry(databases, router_settings(settings(PGROUTER_ENABLED=False)))
+    saved, sets_module._registry = sets_module._registry, disabled
+    try:
+        router = GreedyRouter()
+        on_replica = SimpleNamespace(_state=SimpleNamespace(db="main-1"))
+        assert router.db_for_write(None) == "default"
+        assert router.db_for_read(None) == "default"
+        assert router.db_for_read(None, instance=on_replica) == "main"
+        assert router.db_for_write(None, instance=on_replica) == "main"
+        assert router.allow_migrate("main", "shop") is True
+        assert router.allow_migrate("main-1", "shop") is False
+        assert not disabled.sets["main"].watch.started
+    finally:
+        sets_module._registry = saved
