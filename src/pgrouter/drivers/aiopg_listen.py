@@ -8,7 +8,7 @@ when the connection breaks: :meth:`AiopgListenConnection.receive` then raises it
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from typing import Any
 
 import aiopg
 import psycopg2.extensions
@@ -23,6 +23,9 @@ class AiopgListenConnection(ListenConnection):
 
     def __init__(self, connection: aiopg.Connection) -> None:
         self._connection = connection
+        # The queue's get() in flight, kept across receive() calls: cancelling
+        # it could drop the notification it was just handed.
+        self._getting: asyncio.Future[Any] | None = None
 
     @classmethod
     async def connect(cls, dsn: HostDsn, timeout: float) -> AiopgListenConnection:
@@ -48,9 +51,14 @@ class AiopgListenConnection(ListenConnection):
     async def receive(self, timeout: float) -> list[tuple[str, str, int]]:
         queue = self._connection.notifies
         batch = []
-        if queue.empty():
-            with contextlib.suppress(asyncio.TimeoutError):
-                batch.append(await asyncio.wait_for(queue.get(), timeout))
+        if self._getting is None and queue.empty():
+            self._getting = asyncio.ensure_future(queue.get())
+        if self._getting is not None:
+            await asyncio.wait({self._getting}, timeout=timeout)
+            if not self._getting.done():
+                return []
+            getting, self._getting = self._getting, None
+            batch.append(getting.result())  # raises the error that closed the queue
         while not queue.empty():
             batch.append(queue.get_nowait())
         return [(notify.channel, notify.payload, notify.pid) for notify in batch]
@@ -60,6 +68,8 @@ class AiopgListenConnection(ListenConnection):
             cut_socket(int(self._connection.raw.fileno()))
 
     async def close(self) -> None:
+        if self._getting is not None:
+            self._getting.cancel()
         await self._connection.close()  # closes the socket at once
 
 

@@ -82,6 +82,12 @@ class BlockingListener:
         self._listening = True
         self._wakeups.notify_all()
 
+    @property
+    def listening(self) -> bool:
+        """True while LISTEN is in place on a host the monitor sees as the primary."""
+        pump = self._pump
+        return pump is not None and pump.listening.is_set()
+
     # -- on the consumer's side ------------------------------------------------
 
     def _wait(self, ready: collections.abc.Callable[[], bool], timeout: float | None) -> bool:

@@ -57,6 +57,8 @@ UNLISTEN_TIMEOUT = 1.0
 #: us (too many connections, say) is not hammered.
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+#: The listening connection's application_name, unless the DSN sets one.
+APPLICATION_NAME = "pgrouter-listen"
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class ListenPump:
             snapshot = await board.wait_for(_has_primary, None)
             host = snapshot.primaries[0]
             try:
-                connection = await self._connect(host.dsn, CONNECT_TIMEOUT)
+                connection = await self._connect(listen_dsn(host.dsn), CONNECT_TIMEOUT)
             except (NotImplementedError, RuntimeError, TypeError):
                 raise  # no LISTEN in this driver, too old a library, bad arguments
             except Exception as error:
@@ -295,6 +297,14 @@ class ListenPump:
             await _close(connection)
 
 
+def listen_dsn(dsn: HostDsn) -> HostDsn:
+    """``dsn``, named :data:`APPLICATION_NAME` unless it names itself: a listener is
+    told apart from pool connections in ``pg_stat_activity``."""
+    if any(key == "application_name" for key, _ in dsn.options):
+        return dsn
+    return dsn.with_options(application_name=APPLICATION_NAME)
+
+
 def _has_primary(snapshot: TopologySnapshot) -> bool:
     return bool(snapshot.primaries)
 
@@ -340,6 +350,11 @@ class Listener:
     @property
     def channels(self) -> tuple[str, ...]:
         return self._pump.channels
+
+    @property
+    def listening(self) -> bool:
+        """True while LISTEN is in place on a host the monitor sees as the primary."""
+        return self._pump.listening.is_set()
 
     async def ready(self, timeout: float | None = None) -> None:
         """Return once LISTEN is done on the primary (``TimeoutError`` past ``timeout``)."""
