@@ -152,6 +152,8 @@ class _ProcessState(Generic[PoolT, ConnT]):
         # Per host: callers waiting on its full pool, so that with every pool full
         # the greedy balancer sends the next one to the shortest queue (as async).
         self.queued = [0] * len(hosts)
+        # Per host: when a waiter last asked for a stall check (one per SLICE, not one per waiter).
+        self.stall_checked = [float("-inf")] * len(hosts)
         # id(connection) -> (connection, its pool, its host's index)
         self.borrowed: dict[int, tuple[ConnT, PoolT, int]] = {}
         self.reads_on_primary: set[int] = set()
@@ -507,7 +509,11 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                     return None
                 if state.returned[host.index] == returned:
                     # Full, and nothing came back for a whole slice: stuck on a frozen server?
-                    self._check_now(host.index)
+                    # Asked by the first waiter of a slice; the others would ask it again.
+                    now = time.monotonic()
+                    if now - state.stall_checked[host.index] >= SLICE:
+                        state.stall_checked[host.index] = now
+                        self._check_now(host.index)
         finally:
             if queued:
                 with state.lock:
