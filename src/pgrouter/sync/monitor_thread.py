@@ -46,7 +46,9 @@ class MonitorThread:
         self._thread: Any = None
         self.monitor: TopologyMonitor | None = None
         self._changed = green.Wakeups()
-        self._started = threading.Event()
+        # Set by the monitor's own (real) thread: a patched threading.Event would not
+        # wake a greenlet waiting on the hub (LoopExit when nothing else runs there).
+        self._started = green.Signal()
         self._lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------
