@@ -44,6 +44,18 @@ def eligible_hosts(
     write token asks for: :mod:`pgrouter.routing.reads`); with none left, the
     read goes to the primary only with ``fallback_master``.
     """
+    return _eligible(snapshot, read_only, fallback_master, master_as_replica_weight, rule)
+
+
+def _eligible(
+    snapshot: TopologySnapshot,
+    read_only: bool,
+    fallback_master: bool,
+    master_as_replica_weight: float,
+    rule: ReadRule | None,
+    /,
+) -> list[HostState]:
+    """:func:`eligible_hosts` with positional arguments: the balancer's call, on every read."""
     primaries = snapshot.primaries
     if not read_only:
         return primaries
@@ -92,13 +104,10 @@ class AbstractBalancerPolicy(abc.ABC):
         free_size: FreeSize,
         rule: ReadRule | None = None,
     ) -> HostState | None:
-        candidates = eligible_hosts(
-            snapshot,
-            read_only=read_only,
-            fallback_master=fallback_master,
-            master_as_replica_weight=master_as_replica_weight,
-            rule=rule,
-        )
+        if read_only:
+            candidates = _eligible(snapshot, True, fallback_master, master_as_replica_weight, rule)
+        else:
+            candidates = snapshot.primaries  # a write: the primary, nothing to weigh
         if not candidates:
             return None
         if len(candidates) == 1:

@@ -360,12 +360,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         rule: ReadRule | None,
     ) -> AcquireContext[ConnT]:
         """The acquire these arguments ask for, to await or to enter; nothing runs yet."""
+        if timeout is None and not self._closing:
+            seconds = self._acquire_timeout  # the common case, without a call
+        else:
+            seconds = self._checked_timeout(timeout)
         acquire = functools.partial(
             self._acquire,
             read_only,
             fallback_master,
             master_as_replica_weight,
-            self._checked_timeout(timeout),
+            seconds,
             kwargs,
             rule,
         )
@@ -808,6 +812,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         connection: ConnT | None,
         error: BaseException | None,
         block_exit: bool = False,
+        prepared: bool = False,
         /,
         **kwargs: Any,
     ) -> Awaitable[None]:
@@ -815,35 +820,32 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
         Also the exit of ``async with pm.acquire()`` (``block_exit``): the
         driver's :meth:`~pgrouter.driver.Driver.end_of_use` runs first (psycopg
-        commits or rolls back). A connection no longer recorded (``terminate()``
-        closed it) is left alone. A plain function that returns the release to
-        await: the bookkeeping needs no frame of its own, on a path every
-        connection takes.
+        commits or rolls back), and in a read-your-writes scope the position
+        is noted (:meth:`_end_then_give_back`, which comes back here with
+        ``prepared``). A connection no longer recorded (``terminate()`` closed
+        it) is left alone. A plain function that returns the release to await,
+        with the whole release in one body: the bookkeeping needs no frame of
+        its own, on a path every connection takes.
         """
-        scope = current_scope()
-        if block_exit or scope is not None:
-            held = self._borrowed.get(id(connection))
-            if held is not None:
-                ending = (
-                    self._driver.end_of_use(held[0], error)
-                    if block_exit and self._ends_use
-                    else None
-                )
-                noting = (
-                    scope is not None
-                    and error is None
-                    and self._notes_position(scope, held[0], held[2])
-                )
-                if ending is not None or noting:
-                    return self._end_then_give_back(
-                        held[0], error, ending, scope if noting else None, kwargs
+        if not prepared:
+            scope = current_scope()
+            if block_exit or scope is not None:
+                held = self._borrowed.get(id(connection))
+                if held is not None:
+                    ending = (
+                        self._driver.end_of_use(held[0], error)
+                        if block_exit and self._ends_use
+                        else None
                     )
-        return self._release_recorded(connection, error, kwargs)
-
-    def _release_recorded(
-        self, connection: ConnT | None, error: BaseException | None, kwargs: dict[str, Any]
-    ) -> Awaitable[None]:
-        """The release itself, once nothing is left to do before it (see :meth:`_give_back`)."""
+                    noting = (
+                        scope is not None
+                        and error is None
+                        and self._notes_position(scope, held[0], held[2])
+                    )
+                    if ending is not None or noting:
+                        return self._end_then_give_back(
+                            held[0], error, ending, scope if noting else None, kwargs
+                        )
         # Forgotten before the driver can hand it to the next caller, whose
         # record would otherwise be the one deleted. (A record holds its
         # connection alive, so no other object can have the same id.)
@@ -897,11 +899,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             try:
                 await ending
             except BaseException as ending_error:
-                await self._release_recorded(connection, ending_error, kwargs)
+                await self._give_back(connection, ending_error, False, True, **kwargs)
                 raise
         if scope is not None:
             await self._note_position(connection, scope)
-        await self._release_recorded(connection, error, kwargs)
+        await self._give_back(connection, error, False, True, **kwargs)
 
     async def _note_position(self, connection: ConnT, scope: ReadYourWrites) -> None:
         """Record in ``scope`` where this connection's host is: a write's token, or a floor."""

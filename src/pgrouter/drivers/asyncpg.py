@@ -78,7 +78,14 @@ def hung_up(connection: Any) -> bool:
     # Selector transports keep their socket as _sock; get_extra_info() is the
     # public, slower way for any other.
     sock = getattr(transport, "_sock", None) or transport.get_extra_info("socket")
-    return sock is not None and _server_hung_up(sock.fileno())
+    if sock is None or not _HAS_POLL:
+        return False  # (Windows: the transport's closing state is all we see)
+    # One poll() with no wait, inline: paid on every handover of an idle connection.
+    poller = select.poll()  # (a kept poller would need a lock: pools may live in threads)
+    fd = sock.fileno()
+    poller.register(fd, _WATCHED)
+    ready = poller.poll(0)
+    return bool(ready) and _ended(fd, ready[0][1])
 
 
 #: Linux's poll() event for the peer's end of stream, seen even behind unread data.
@@ -90,19 +97,9 @@ _ENDED = _PEER_HUNG_UP | getattr(select, "POLLHUP", 0) | getattr(select, "POLLER
 _HAS_POLL = hasattr(select, "poll")
 
 
-def _server_hung_up(fd: int) -> bool:
-    """Whether socket ``fd`` holds the server's end of stream (or an error), without reading.
-
-    One ``poll()`` with no wait, about a microsecond: paid on every acquire.
-    """
-    if not _HAS_POLL:
-        return False  # Windows: the transport's closing state is all we see
-    poller = select.poll()  # (a kept poller would need a lock: pools may live in threads)
-    poller.register(fd, _WATCHED)
-    ready = poller.poll(0)
-    if not ready:
-        return False  # the usual idle connection
-    if ready[0][1] & _ENDED:
+def _ended(fd: int, events: int) -> bool:
+    """Whether the ``events`` poll() saw on socket ``fd`` are the server's end of stream."""
+    if events & _ENDED:
         return True
     # A message ahead of the end of stream (a FATAL not read yet) is fine:
     # asyncpg reads it during the next query and reports the connection lost.
