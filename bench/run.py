@@ -18,7 +18,10 @@ True}``), so neither contender pays a COMMIT: what is compared is the
 library's own cost. Method: a warm-up run of each contender, then ``--rounds``
 rounds, in each of which both contenders run ``--seconds`` each, in an order
 that alternates round by round; the ratio run()/by hand is taken per round and
-its median (and quartiles) reported with the median throughputs.
+its median (and quartiles) reported with the median throughputs. The process's
+CPU time per operation (every thread: callers, pool workers, the monitor) is
+reported too, with its ratio: steadier than throughput when the machine's
+other load swings.
 
     python bench/run.py [--seconds S] [--rounds N] [--tasks N] [--quick] [--json PATH]
 
@@ -81,8 +84,9 @@ async def measure_async(
     read_only: bool,
     tasks: int,
     seconds: float,
-) -> float:
-    """Operations per second of ``tasks`` tasks running ``op`` for ``seconds``."""
+) -> tuple[float, float]:
+    """(operations per second, CPU seconds per operation) of ``tasks`` tasks running
+    ``op`` for ``seconds``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     counts = [0] * tasks
@@ -92,9 +96,10 @@ async def measure_async(
             await op(pm, read_only)
             counts[slot] += 1
 
-    started = loop.time()
+    started, cpu = loop.time(), time.process_time()
     await asyncio.gather(*(worker(slot) for slot in range(tasks)))
-    return sum(counts) / (loop.time() - started)
+    ops = sum(counts)
+    return ops / (loop.time() - started), (time.process_time() - cpu) / ops
 
 
 # -- sync contenders ---------------------------------------------------------------
@@ -114,7 +119,7 @@ def sync_by_run(pm: Any, read_only: bool) -> None:
 
 def measure_sync(
     op: Callable[[Any, bool], None], pm: Any, read_only: bool, tasks: int, seconds: float
-) -> float:
+) -> tuple[float, float]:
     deadline = time.monotonic() + seconds
     counts = [0] * tasks
 
@@ -123,7 +128,7 @@ def measure_sync(
             op(pm, read_only)
             counts[slot] += 1
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     if tasks == 1:
         worker(0)
     else:
@@ -132,7 +137,8 @@ def measure_sync(
             thread.start()
         for thread in threads:
             thread.join()
-    return sum(counts) / (time.monotonic() - started)
+    ops = sum(counts)
+    return ops / (time.monotonic() - started), (time.process_time() - cpu) / ops
 
 
 # -- the run -------------------------------------------------------------------------
@@ -145,17 +151,23 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def summarize(face: str, workload: str, hand: list[float], run: list[float]) -> dict[str, Any]:
-    ratios = [r / h for r, h in zip(run, hand)]
-    q1, median, q3 = quartiles(ratios)
+def summarize(
+    face: str, workload: str, hand: list[tuple[float, float]], run: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """Medians over the rounds; ratios run()/by hand taken per round (throughput, CPU per op)."""
+    q1, median, q3 = quartiles([r[0] / h[0] for r, h in zip(run, hand)])
+    cpu_ratio = statistics.median(r[1] / h[1] for r, h in zip(run, hand))
     return {
         "face": face,
         "workload": workload,
-        "by_hand_ops": statistics.median(hand),
-        "run_ops": statistics.median(run),
+        "by_hand_ops": statistics.median(h[0] for h in hand),
+        "run_ops": statistics.median(r[0] for r in run),
         "ratio": median,
         "ratio_q1": q1,
         "ratio_q3": q3,
+        "by_hand_cpu_us": statistics.median(h[1] for h in hand) * 1e6,
+        "run_cpu_us": statistics.median(r[1] for r in run) * 1e6,
+        "cpu_ratio": cpu_ratio,
     }
 
 
@@ -173,8 +185,8 @@ async def bench_async(
                 workload = f"{'replica' if read_only else 'primary'}, {tasks} task(s)"
                 for op in (by_hand, by_run):  # warm-up
                     await measure_async(op, pm, read_only, tasks, min(args.seconds, 0.2))
-                hand: list[float] = []
-                run: list[float] = []
+                hand: list[tuple[float, float]] = []
+                run: list[tuple[float, float]] = []
                 for round_number in range(args.rounds):
                     order = [(by_hand, hand), (by_run, run)]
                     for op, sink in order if round_number % 2 == 0 else order[::-1]:
@@ -196,8 +208,8 @@ def bench_sync(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 workload = f"{'replica' if read_only else 'primary'}, {tasks} thread(s)"
                 for op in (sync_by_hand, sync_by_run):
                     measure_sync(op, pm, read_only, tasks, min(args.seconds, 0.2))
-                hand: list[float] = []
-                run: list[float] = []
+                hand: list[tuple[float, float]] = []
+                run: list[tuple[float, float]] = []
                 for round_number in range(args.rounds):
                     order = [(sync_by_hand, hand), (sync_by_run, run)]
                     for op, sink in order if round_number % 2 == 0 else order[::-1]:
@@ -211,7 +223,8 @@ def print_row(row: dict[str, Any]) -> None:
     print(
         f"| {row['face']} | {row['workload']} | {row['by_hand_ops']:,.0f} | "
         f"{row['run_ops']:,.0f} | {row['ratio']:.2f}x ({row['ratio_q1']:.2f}-"
-        f"{row['ratio_q3']:.2f}) |",
+        f"{row['ratio_q3']:.2f}) | {row['by_hand_cpu_us']:.0f} / {row['run_cpu_us']:.0f} | "
+        f"{row['cpu_ratio']:.2f}x |",
         flush=True,
     )
 
@@ -227,8 +240,11 @@ def main() -> None:
     if args.quick:
         args.seconds, args.rounds = 0.2, 3
     print(f"python {platform.python_version()}, {package_versions()}", file=sys.stderr)
-    print("| manager | workload | by hand (ops/s) | run() (ops/s) | run()/by hand (q1-q3) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| manager | workload | by hand (ops/s) | run() (ops/s) | run()/by hand (q1-q3) "
+        "| CPU µs/op, by hand / run() | CPU run()/by hand |"
+    )
+    print("|---|---|---|---|---|---|---|")
     with LocalCluster(replicas=2) as cluster:
         dsn = cluster.dsn()
         results = asyncio.run(

@@ -94,11 +94,13 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
     async def run_statement(
         self, connection: psycopg.AsyncConnection[Any], query: str, args: Any, fetch: bool
     ) -> list[dict[str, Any]]:
-        async with connection.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(query, args)
-            if not fetch or cursor.description is None:
-                return []
-            return await cursor.fetchall()
+        # Not closed explicitly, as connection.execute()'s own cursor: closing is a
+        # coroutine more per statement, and the result goes with the cursor anyway.
+        cursor = connection.cursor(row_factory=dict_row)
+        await cursor.execute(query, args)
+        if not fetch or cursor.description is None:
+            return []
+        return await cursor.fetchall()
 
     def statement_commits(self, connection: psycopg.AsyncConnection[Any]) -> bool:
         return bool(connection.autocommit)

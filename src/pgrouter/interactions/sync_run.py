@@ -82,13 +82,13 @@ def _run_sql(
         )
         budget -= time.monotonic() - started
         connection = borrowed.connection
-        state = manager._state()
-        index = state.borrowed[id(connection)][2]
         try:
             rows = driver.run_statement(connection, query, args, get_result)
             if not driver.statement_commits(connection):
                 driver.commit(connection)
         except BaseException as error:  # an interruption too gives the connection back
+            state = manager._state()
+            index = state.borrowed[id(connection)][2]  # known until the release below
             _give_back_failed(manager, connection)
             if (
                 retried

@@ -99,11 +99,11 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
     def run_statement(
         self, connection: psycopg.Connection[Any], query: str, args: Any, fetch: bool
     ) -> list[dict[str, Any]]:
-        with connection.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(query, args)
-            if not fetch or cursor.description is None:
-                return []
-            return cursor.fetchall()
+        cursor = connection.cursor(row_factory=dict_row)  # as connection.execute()'s: not closed
+        cursor.execute(query, args)
+        if not fetch or cursor.description is None:
+            return []
+        return cursor.fetchall()
 
     def statement_commits(self, connection: psycopg.Connection[Any]) -> bool:
         return bool(connection.autocommit)
