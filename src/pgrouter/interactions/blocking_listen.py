@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import weakref
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -172,7 +171,9 @@ class BlockingListeners:
     """A sync manager's open listeners, so that its ``close()`` ends every one."""
 
     def __init__(self) -> None:
-        self._open: weakref.WeakSet[BlockingListener] = weakref.WeakSet()
+        # Held strongly: a listener its consumer dropped without closing still
+        # holds a connection and a task, which close() must end.
+        self._open: set[BlockingListener] = set()
 
     def add(self, listener: BlockingListener) -> BlockingListener:
         self._open.add(listener)

@@ -32,7 +32,6 @@ import contextlib
 import logging
 import secrets
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -411,7 +410,9 @@ class Listeners:
     """A manager's open listeners, so that its ``close()`` ends every one."""
 
     def __init__(self) -> None:
-        self._open: weakref.WeakSet[Listener] = weakref.WeakSet()
+        # Held strongly: a listener its consumer dropped without closing still
+        # holds a connection and a task, which close() must end.
+        self._open: set[Listener] = set()
 
     def add(self, listener: Listener) -> Listener:
         self._open.add(listener)
