@@ -38,6 +38,13 @@ from .interactions.run import run as run_interaction
 from .interactions.transactions import Transaction, TransactionContext
 from .interactions.txn_watch import TxnRegistry
 from .monitor import Admit, TopologyMonitor, describe_error
+from .readiness import (
+    Readiness,
+    first_checks_done,
+    no_host_error,
+    one_more_check,
+    raise_rejected_pool_kwargs,
+)
 from .release_bound import ReleaseBound
 from .routing.consistency import (
     CAUSAL_POLL_FIRST,
@@ -781,18 +788,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         rule: ReadRule | None = None,
     ) -> NoHostAvailableError:
         self._raise_config_error()  # not an outage: no host will ever do
-        replica = "a replica" if rule is None else f"a replica {rule.describe()}"
-        wanted = (
-            replica + (" or the primary" if fallback_master else "") if read_only else "the primary"
-        )
-        hosts = []
-        for host in self._board.current:
-            line = host.describe()
-            if host.index in failures:
-                line += f" [acquire failed: {failures[host.index]}]"
-            hosts.append(line)
-        return NoHostAvailableError(
-            f"no connection to {wanted} within {timeout:g} s; hosts: " + "; ".join(hosts)
+        return no_host_error(
+            self._board.current, read_only, fallback_master, timeout, failures, rule
         )
 
     # -- release ----------------------------------------------------------
@@ -1164,30 +1161,12 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         self._raise_if_closed()
         self._start()
         arguments.optional_seconds("timeout", timeout, zero=True)
-        everyone = masters_count is None and replicas_count is None
-
-        def is_ready(snapshot: TopologySnapshot) -> bool:
-            if self._config_error() is not None:
-                return True  # raised below
-            if everyone:
-                return all(host.healthy for host in snapshot)
-            return len(snapshot.primaries) >= (masters_count or 0) and len(snapshot.replicas) >= (
-                replicas_count or 0
-            )
-
+        readiness = Readiness(masters_count, replicas_count, self._config_error)
         try:
-            await self._board.wait_for(is_ready, timeout)
-            self._raise_config_error()
+            await self._board.wait_for(readiness, timeout)
         except asyncio.TimeoutError:
-            wanted = (
-                "every host"
-                if everyone
-                else f"{masters_count or 0} primary(ies) and {replicas_count or 0} replica(s)"
-            )
-            raise NoHostAvailableError(
-                f"not ready within {timeout:g} s, waiting for {wanted}; hosts: "
-                + self._board.current.describe()
-            ) from None
+            raise readiness.timed_out(timeout or 0, self._board.current) from None
+        self._raise_config_error()
 
     async def wait_all_ready(self) -> None:
         await self.ready(timeout=None)
@@ -1202,11 +1181,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """Wait until every host finished one more check than it had now."""
         self._raise_if_closed()
         self._start()
-        seen = [host.check_count for host in self._board.current]
-        await self._board.wait_for(
-            lambda snapshot: all(host.check_count > seen[host.index] for host in snapshot),
-            timeout,
-        )
+        await self._board.wait_for(one_more_check(self._board.current), timeout)
 
     async def wait_first_checks(self, timeout: float | None = None) -> None:
         """Wait until every host has had one verdict, up or down.
@@ -1215,9 +1190,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         """
         self._raise_if_closed()
         self._start()
-        await self._board.wait_for(
-            lambda snapshot: all(host.check_count > 0 for host in snapshot), timeout
-        )
+        await self._board.wait_for(first_checks_done, timeout)
         self._raise_config_error()
 
     def _config_error(self) -> Exception | None:
@@ -1228,11 +1201,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         return None
 
     def _raise_config_error(self) -> None:
-        error = self._config_error()
-        if error is not None:
-            raise TypeError(
-                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
-            ) from error
+        raise_rejected_pool_kwargs(self._driver.name, self._config_error())
 
     # -- LISTEN/NOTIFY (pgrouter.interactions.listen) ------------------------
 

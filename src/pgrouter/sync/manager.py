@@ -44,6 +44,13 @@ from ..interactions.sync_run import run_sync
 from ..interactions.sync_transactions import SyncTransaction, open_sync_transaction
 from ..interactions.txn_watch import TxnRegistry
 from ..monitor import Admit, TopologyMonitor, describe_error
+from ..readiness import (
+    Readiness,
+    first_checks_done,
+    no_host_error,
+    one_more_check,
+    raise_rejected_pool_kwargs,
+)
 from ..routing.consistency import (
     CAUSAL_POLL_FIRST,
     CAUSAL_POLL_MAX,
@@ -572,24 +579,8 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         failures: dict[int, str],
         rule: ReadRule | None = None,
     ) -> NoHostAvailableError:
-        error = self._config_error()
-        if error is not None:
-            raise TypeError(
-                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
-            ) from error
-        replica = "a replica" if rule is None else f"a replica {rule.describe()}"
-        wanted = (
-            replica + (" or the primary" if fallback_master else "") if read_only else "the primary"
-        )
-        lines = []
-        for host in self.topology:
-            line = host.describe()
-            if host.index in failures:
-                line += f" [acquire failed: {failures[host.index]}]"
-            lines.append(line)
-        return NoHostAvailableError(
-            f"no connection to {wanted} within {timeout:g} s; hosts: " + "; ".join(lines)
-        )
+        self._raise_config_error()  # not an outage: no host will ever do
+        return no_host_error(self.topology, read_only, fallback_master, timeout, failures, rule)
 
     # -- release ------------------------------------------------------------
 
@@ -883,29 +874,11 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         if self._closed:
             raise PoolManagerClosedError(f"{self!r} is closed")
         arguments.optional_seconds("timeout", timeout, zero=True)
-        everyone = masters_count is None and replicas_count is None
-
-        def is_ready(snapshot: TopologySnapshot) -> bool:
-            if self._config_error() is not None:
-                return True
-            if everyone:
-                return all(host.healthy for host in snapshot)
-            return len(snapshot.primaries) >= (masters_count or 0) and len(snapshot.replicas) >= (
-                replicas_count or 0
-            )
-
+        readiness = Readiness(masters_count, replicas_count, self._config_error)
         try:
-            self._state().thread.wait_for(is_ready, timeout)
+            self._state().thread.wait_for(readiness, timeout)
         except TimeoutError:
-            wanted = (
-                "every host"
-                if everyone
-                else f"{masters_count or 0} primary(ies) and {replicas_count or 0} replica(s)"
-            )
-            raise NoHostAvailableError(
-                f"not ready within {timeout:g} s, waiting for {wanted}; hosts: "
-                + self.topology.describe()
-            ) from None
+            raise readiness.timed_out(timeout or 0, self.topology) from None
         self._raise_config_error()
 
     def wait_all_ready(self) -> None:
@@ -918,16 +891,10 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         self.ready(masters_count=0, replicas_count=replicas_count, timeout=None)
 
     def wait_next_pool_check(self, timeout: float = 10) -> None:
-        seen = [host.check_count for host in self.topology]
-        self._state().thread.wait_for(
-            lambda snapshot: all(host.check_count > seen[host.index] for host in snapshot),
-            timeout,
-        )
+        self._state().thread.wait_for(one_more_check(self.topology), timeout)
 
     def wait_first_checks(self, timeout: float | None = None) -> None:
-        self._state().thread.wait_for(
-            lambda snapshot: all(host.check_count > 0 for host in snapshot), timeout
-        )
+        self._state().thread.wait_for(first_checks_done, timeout)
         self._raise_config_error()
 
     def _config_error(self) -> Exception | None:
@@ -940,11 +907,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         return None
 
     def _raise_config_error(self) -> None:
-        error = self._config_error()
-        if error is not None:
-            raise TypeError(
-                f"pool_factory_kwargs rejected by the {self._driver.name} driver's pool: {error}"
-            ) from error
+        raise_rejected_pool_kwargs(self._driver.name, self._config_error())
 
     # -- LISTEN/NOTIFY (pgrouter.interactions.blocking_listen) ---------------
 
