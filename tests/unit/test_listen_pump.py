@@ -1,0 +1,160 @@
+"""ListenPump's decisions, on a real TopologyBoard with a fake listening connection.
+
+What a real cluster cannot isolate: a connection that stops answering while
+the monitor still sees its host as the primary (the liveness NOTIFY alone must
+notice), the board turning the host away (the connection is cut at once), and
+the order of items (a gap first, then the new connection's notifications).
+The real-cluster behaviour is in tests/integration/test_listen.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pgrouter import ListenGap, Notification
+from pgrouter.driver import ListenConnection
+from pgrouter.dsn import HostDsn, split_dsn
+from pgrouter.interactions.listen import ListenItem, ListenPump
+from pgrouter.topology import HostRole, TopologyBoard
+
+
+class FakeMonitor:
+    def __init__(self, board: TopologyBoard) -> None:
+        self.board = board
+        self.checks: list[int] = []
+
+    def request_check(self, index: int) -> None:
+        self.checks.append(index)
+
+
+class FakeConnection(ListenConnection):
+    """Answers its liveness NOTIFYs (echoes them) unless ``frozen``; ``abort()`` breaks it."""
+
+    def __init__(self, dsn: HostDsn, frozen: bool = False) -> None:
+        self.dsn = dsn
+        self.frozen = frozen
+        self.channels: list[str] = []
+        self.inbox: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
+        self.broken = asyncio.Event()
+        self.aborted = False
+        self.unlistened = False
+
+    async def listen(self, channel: str) -> None:
+        self.channels.append(channel)
+
+    async def unlisten_all(self) -> None:
+        self.unlistened = True
+
+    async def notify(self, channel: str, payload: str) -> None:
+        if self.frozen:
+            await self.broken.wait()  # hangs until cut, like a frozen server
+            raise ConnectionError("cut")
+        self.inbox.put_nowait((channel, payload, 1))
+
+    async def receive(self, timeout: float) -> list[tuple[str, str, int]]:
+        getter = asyncio.ensure_future(self.inbox.get())
+        breaker = asyncio.ensure_future(self.broken.wait())
+        try:
+            await asyncio.wait(
+                {getter, breaker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            breaker.cancel()
+        if getter.done():
+            batch = [getter.result()]
+            while not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
+            return batch
+        getter.cancel()
+        if self.broken.is_set():
+            raise ConnectionError("the connection was cut")
+        return []
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.broken.set()
+
+    async def close(self) -> None:
+        self.broken.set()
+
+
+def primary(board: TopologyBoard, index: int) -> None:
+    for host in board.current:
+        role = HostRole.PRIMARY if host.index == index else HostRole.REPLICA
+        board.publish(
+            replace(host, role=role, healthy=True, check_count=host.check_count + 1, timeline=1)
+        )
+
+
+async def pump_with(
+    frozen_first: bool, ping_timeout: float = 0.3
+) -> tuple[ListenPump, TopologyBoard, list[FakeConnection], asyncio.Queue[Any]]:
+    board = TopologyBoard(split_dsn("postgresql://u@h1:5432,h2:5432/db"))
+    primary(board, 0)
+    connections: list[FakeConnection] = []
+
+    async def connect(dsn: HostDsn, timeout: float) -> ListenConnection:
+        connection = FakeConnection(dsn, frozen=frozen_first and not connections)
+        connections.append(connection)
+        return connection
+
+    items: asyncio.Queue[ListenItem | BaseException | None] = asyncio.Queue()
+    pump = ListenPump(
+        FakeMonitor(board),  # type: ignore[arg-type]
+        connect,
+        ("jobs",),
+        items.put_nowait,
+        ping_interval=0.05,
+        ping_timeout=ping_timeout,
+    )
+    pump.start()
+    await asyncio.wait_for(pump.listening.wait(), 5)
+    return pump, board, connections, items
+
+
+async def test_an_unanswered_liveness_notify_alone_ends_the_connection() -> None:
+    pump, _, connections, items = await pump_with(frozen_first=True)
+    try:
+        gap = await asyncio.wait_for(items.get(), 5)
+        assert isinstance(gap, ListenGap)
+        assert "no answer to the liveness NOTIFY within 0.3 s" in gap.reason
+        assert gap.since <= gap.until
+        assert connections[0].aborted  # cut, not left hanging
+        assert len(connections) == 2 and connections[1].channels[0] == "jobs"
+        # The new connection delivers; a private-channel echo never reaches the consumer.
+        connections[1].inbox.put_nowait(("jobs", "after", 7))
+        assert await asyncio.wait_for(items.get(), 5) == Notification("jobs", "after", 7)
+    finally:
+        await pump.stop()
+    assert connections[1].unlistened  # stop() UNLISTENs the live connection
+    assert await items.get() is None  # and the consumer sees the end
+
+
+async def test_the_board_turning_the_host_away_cuts_the_connection_at_once() -> None:
+    pump, board, connections, items = await pump_with(frozen_first=False, ping_timeout=30)
+    try:
+        connections[0].inbox.put_nowait(("jobs", "one", 1))
+        assert await asyncio.wait_for(items.get(), 5) == Notification("jobs", "one", 1)
+        primary(board, 1)  # a failover: host 1 is the primary now
+        gap = await asyncio.wait_for(items.get(), 5)
+        assert isinstance(gap, ListenGap) and "no longer the primary" in gap.reason, gap
+        assert connections[0].aborted
+        assert connections[1].dsn.address == board.current.hosts[1].address
+    finally:
+        await pump.stop()
+
+
+@pytest.mark.parametrize("count", [1, 500])
+async def test_items_keep_their_order(count: int) -> None:
+    pump, _, connections, items = await pump_with(frozen_first=False, ping_timeout=30)
+    try:
+        for number in range(count):
+            connections[0].inbox.put_nowait(("jobs", str(number), 1))
+        got = [await asyncio.wait_for(items.get(), 5) for _ in range(count)]
+        assert [item.payload for item in got] == [str(n) for n in range(count)]
+    finally:
+        await pump.stop()
