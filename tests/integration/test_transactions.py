@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -315,3 +318,69 @@ def test_a_frozen_primary_ends_its_open_transactions(cluster: LocalCluster) -> N
             primary.thaw()
     # Nothing of it was committed.
     _wait(lambda: primary.sql("SELECT count(*) FROM held") == "0", what="the thawed primary")
+
+
+# -- under gevent -------------------------------------------------------------------------
+
+#: A child interpreter (gevent must patch before anything else is imported): run(),
+#: a dry run, and a held transaction ended by txn_timeout while a second writer's
+#: greenlet waits on its row lock. The connection's return then runs on the callers'
+#: hub (a greenlet spawned there from the monitor's thread). Prints one JSON object.
+GEVENT_CHILD = r"""
+from gevent import monkey
+monkey.patch_all()
+import sys
+DRIVER, DSN, TABLE = sys.argv[1:4]
+if DRIVER == "psycopg2":
+    import psycogreen.gevent
+    psycogreen.gevent.patch_psycopg()
+import importlib, json, time
+import gevent
+from pgrouter.errors import TransactionClosedError
+
+POOLS = {"psycopg": {"min_size": 1, "max_size": 4}, "psycopg2": {"minconn": 1, "maxconn": 4}}
+module = importlib.import_module("pgrouter.sync." + DRIVER)
+report = {}
+with module.PoolManager(DSN, pool_factory_kwargs=POOLS[DRIVER], txn_timeout=0.5) as pm:
+    pm.ready()
+    report["read"] = pm.run("SELECT pg_is_in_recovery() AS r", read_only=True)
+    report["dry"] = pm.run("SELECT %s AS a", ("it's",), dry_run=True)
+    _, txn = pm.run(f"SELECT 1 FROM {TABLE} WHERE id = 1 FOR UPDATE", partial_txn=True)
+    writer = gevent.spawn(pm.run, f"UPDATE {TABLE} SET note = 'second' WHERE id = 1")
+    deadline = time.monotonic() + 15
+    while not txn.closed and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    report["closed_reason"] = txn.closed_reason
+    writer.join(15)
+    report["writer"] = writer.value if writer.successful() else repr(writer.exception)
+    try:
+        txn.run("SELECT 1")
+        report["refused"] = False
+    except TransactionClosedError:
+        report["refused"] = True
+    while pm._state().borrowed and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    report["borrowed"] = len(pm._state().borrowed)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("sync_driver", sorted(SYNC_MANAGERS))
+def test_txn_timeout_under_gevent(shared_cluster: LocalCluster, sync_driver: str) -> None:
+    pytest.importorskip("gevent")
+    table = _table(shared_cluster)
+    child = subprocess.run(
+        [sys.executable, "-c", GEVENT_CHILD, sync_driver, shared_cluster.dsn(), table],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    assert report["read"] == [{"r": True}]
+    assert report["dry"] == "SELECT 'it''s' AS a"
+    assert "txn_timeout=0.5 s" in (report["closed_reason"] or "")
+    assert report["writer"] == [] and report["refused"] is True
+    assert report["borrowed"] == 0
+    assert _note(shared_cluster, table) == "second"
