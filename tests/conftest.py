@@ -101,12 +101,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     async API only through the test-side adapter, so a module written for the
     async managers alone (event-loop misuse, asyncio internals) never gets the
     sync ids (deselected). In an opted-in module, a test marked
-    ``async_only(reason)`` is skipped for them, with the marker's reason.
+    ``async_only(reason)`` is skipped for them, with the marker's reason. A test
+    that parametrizes ``driver`` itself keeps whatever values it chose.
     """
     kept, deselected = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("driver") not in SYNC_DRIVERS:
+        if (
+            callspec is None
+            or callspec.params.get("driver") not in SYNC_DRIVERS
+            or _parametrizes_driver_itself(item)
+        ):
             kept.append(item)
             continue
         if item.get_closest_marker("sync_face") is None:
@@ -120,6 +125,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+def _parametrizes_driver_itself(item: pytest.Item) -> bool:
+    for marker in item.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "driver" in names:
+            return True
+    return False
 
 
 @pytest.fixture(scope="module")
