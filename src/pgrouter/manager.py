@@ -33,6 +33,7 @@ from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
 from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
 from .interactions.channels import check_channel, check_channels, check_payload
+from .interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
 from .interactions.listen import Listener, Listeners
 from .interactions.run import run as run_interaction
 from .interactions.transactions import Transaction, TransactionContext
@@ -1210,13 +1211,18 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
         Items are :class:`Notification` and, after a failover or a lost
         connection, a :class:`ListenGap` first (see :mod:`pgrouter.interactions.listen`).
-        Channel names are exact (case-sensitive).
+        Channel names are exact (case-sensitive). ``async with`` waits for the
+        first LISTEN up to the acquire timeout plus a connect.
         """
         checked = check_channels(channels)
         self._raise_if_closed()
         self._start()
         listener = Listener(
-            self._monitor, self._driver.connect_listener, checked, self._listeners.forget
+            self._monitor,
+            self._driver.connect_listener,
+            checked,
+            self._listeners.forget,
+            start_timeout=self._acquire_timeout + LISTEN_CONNECT_TIMEOUT,
         )
         return self._listeners.add(listener)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pgrouter import ListenGap, Notification
+from pgrouter import ListenGap, NoHostAvailableError, Notification
 from pgrouter.driver import ListenConnection
 from pgrouter.dsn import HostDsn, split_dsn
 from pgrouter.interactions.listen import ListenItem, ListenPump
@@ -158,3 +158,19 @@ async def test_items_keep_their_order(count: int) -> None:
         assert [item.payload for item in got] == [str(n) for n in range(count)]
     finally:
         await pump.stop()
+
+
+async def test_no_primary_at_the_start_is_a_bounded_error_naming_hosts_not_the_password() -> None:
+    import pgrouter.asyncpg
+
+    pm = pgrouter.asyncpg.PoolManager(
+        "postgresql://app:hunter2secret@127.0.0.1:1,127.0.0.1:2/db", acquire_timeout=0.1
+    )
+    try:
+        with pytest.raises(NoHostAvailableError, match=r"127\.0\.0\.1:2") as caught:
+            async with pm.listen("jobs"):
+                pass
+        assert "hunter2secret" not in str(caught.value)
+        assert "within 3.1 s" in str(caught.value)
+    finally:
+        await pm.close()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
+from ..errors import NoHostAvailableError
 from ..sync import green
 from ..sync.monitor_thread import MonitorThread
 from .listen import Connect, ListenItem, ListenPump
@@ -41,8 +42,11 @@ class BlockingListener:
         connect: Connect,
         channels: tuple[str, ...],
         on_close: collections.abc.Callable[[BlockingListener], None] = lambda listener: None,
+        *,
+        start_timeout: float | None = None,
     ) -> None:
         self.channels = channels
+        self._start_timeout = start_timeout
         self._thread = thread
         self._connect = connect
         self._on_close = on_close
@@ -155,7 +159,15 @@ class BlockingListener:
         self._on_close(self)
 
     def __enter__(self) -> BlockingListener:
-        self.ready()
+        """Wait for the first LISTEN, at most ``start_timeout`` (else NoHostAvailableError)."""
+        try:
+            self.ready(self._start_timeout)
+        except TimeoutError:
+            self.close()
+            raise NoHostAvailableError(
+                f"listen{self.channels}: no LISTEN on a primary within"
+                f" {self._start_timeout:g} s; hosts: {self._thread.current.describe()}"
+            ) from None
         return self
 
     def __exit__(

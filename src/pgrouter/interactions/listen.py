@@ -38,6 +38,7 @@ from types import TracebackType
 
 from ..driver import ListenConnection
 from ..dsn import HostDsn
+from ..errors import NoHostAvailableError
 from ..monitor import TopologyMonitor, describe_error
 from ..topology import HostState, TopologySnapshot, checked_since
 
@@ -328,8 +329,8 @@ class Listener:
     """What ``pm.listen()`` returns: an async iterator of :data:`ListenItem`.
 
     The pump starts at once, so ``async with pm.listen("jobs") as items:``
-    (which waits for the first LISTEN) is the way to not miss a NOTIFY sent
-    right after. ``break`` out of ``async for`` then ``aclose()``, or leave
+    (which waits for the first LISTEN, up to ``start_timeout``) is the way to
+    not miss a NOTIFY sent right after. ``break`` out of ``async for`` then ``aclose()``, or leave
     the ``async with``: UNLISTEN, and the connection closes.
     """
 
@@ -339,10 +340,14 @@ class Listener:
         connect: Connect,
         channels: tuple[str, ...],
         on_close: Callable[[Listener], None] = lambda listener: None,
+        *,
+        start_timeout: float | None = None,
     ) -> None:
         self._queue: asyncio.Queue[ListenItem | BaseException | None] = asyncio.Queue()
         self._pump = ListenPump(monitor, connect, channels, self._queue.put_nowait)
+        self._monitor = monitor
         self._on_close = on_close
+        self._start_timeout = start_timeout
         self._ended = False
         self._pump.start()
 
@@ -394,7 +399,15 @@ class Listener:
         self._on_close(self)
 
     async def __aenter__(self) -> Listener:
-        await self.ready()
+        """Wait for the first LISTEN, at most ``start_timeout`` (else NoHostAvailableError)."""
+        try:
+            await self.ready(self._start_timeout)
+        except TimeoutError:
+            await self.aclose()
+            raise NoHostAvailableError(
+                f"listen{self.channels}: no LISTEN on a primary within"
+                f" {self._start_timeout:g} s; hosts: {self._monitor.board.current.describe()}"
+            ) from None
         return self
 
     async def __aexit__(

@@ -40,6 +40,7 @@ from ..dsn import HostDsn, split_dsn
 from ..errors import NoHostAvailableError, PoolManagerClosedError
 from ..interactions.blocking_listen import BlockingListener, BlockingListeners
 from ..interactions.channels import check_channel, check_channels, check_payload
+from ..interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
 from ..interactions.sync_run import run_sync
 from ..interactions.sync_transactions import SyncTransaction, open_sync_transaction
 from ..interactions.txn_watch import TxnRegistry
@@ -915,7 +916,8 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         """``for item in pm.listen("jobs")``: notifications, following the primary.
 
         A blocking iterator of :class:`Notification` and, after a failover or a
-        lost connection, a :class:`ListenGap` first; ``close()`` ends it.
+        lost connection, a :class:`ListenGap` first; ``close()`` ends it. ``with``
+        waits for the first LISTEN up to the acquire timeout plus a connect.
         """
         checked = check_channels(channels)
         state = self._state()
@@ -924,6 +926,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             self._driver.probe_driver().connect_listener,
             checked,
             self._listeners.forget,
+            start_timeout=self._acquire_timeout + LISTEN_CONNECT_TIMEOUT,
         )
         return self._listeners.add(listener)
 
