@@ -275,6 +275,31 @@ def test_txn_timeout_is_checked_by_name(shared_cluster: LocalCluster) -> None:
         _sync_manager("psycopg", shared_cluster, txn_timeout="60")
 
 
+async def test_terminate_ends_held_transactions(apm: Any, shared_cluster: LocalCluster) -> None:
+    table = _table(shared_cluster)
+    txn = await apm.transaction()
+    await txn.run(f"UPDATE {table} SET note = 'never' WHERE id = 1", get_result=False)
+    await apm.terminate()
+    assert "terminated" in (txn.closed_reason or "")
+    with pytest.raises(TransactionClosedError, match="terminated"):
+        await txn.run("SELECT 1")
+    await wait_until(
+        lambda: asyncio.to_thread(_lock_is_free, shared_cluster, table), what="the lock"
+    )
+    assert _note(shared_cluster, table) == "a"
+
+
+def test_sync_terminate_ends_held_transactions(spm: Any, shared_cluster: LocalCluster) -> None:
+    table = _table(shared_cluster)
+    txn = spm.transaction()
+    txn.run(f"UPDATE {table} SET note = 'never' WHERE id = 1", get_result=False)
+    spm.terminate()
+    with pytest.raises(TransactionClosedError, match="terminated"):
+        txn.run("SELECT 1")
+    _wait(lambda: _lock_is_free(shared_cluster, table), what="the lock to be freed")
+    assert _note(shared_cluster, table) == "a"
+
+
 # -- the primary's loss ---------------------------------------------------------------------
 
 

@@ -112,3 +112,12 @@ def test_a_transaction_added_after_its_host_was_lost_ends_at_once() -> None:
     late = FakeTxn(0, P)
     registry.add(late)
     assert late.reasons
+
+
+def test_expire_all_ends_every_open_transaction() -> None:
+    registry = TxnRegistry(threading.Lock())
+    held = [FakeTxn(0, P), FakeTxn(1, R)]
+    for txn in held:
+        registry.add(txn)
+    registry.expire_all("the manager was terminated")
+    assert all(txn.reasons == ["the manager was terminated"] for txn in held)

@@ -125,6 +125,13 @@ class TxnRegistry:
         with self._lock:
             self._open.discard(txn)
 
+    def expire_all(self, reason: str) -> None:
+        """End every open transaction (the manager is terminated)."""
+        with self._lock:
+            held = list(self._open)
+        for txn in held:
+            txn.expire(reason)
+
     def on_topology(self, old: TopologySnapshot, new: TopologySnapshot) -> None:
         with self._lock:
             held = list(self._open)
