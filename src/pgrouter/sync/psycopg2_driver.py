@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -54,13 +55,29 @@ class BlockingPsycopg2Pool:
     the waiters with its error.
     """
 
-    def __init__(self, conninfo: str, *, minconn: int = 1, maxconn: int = 10) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        minconn: int = 1,
+        maxconn: int = 10,
+        autocommit: bool = False,
+        configure: Callable[[Any], None] | None = None,
+    ) -> None:
         if not 0 <= minconn <= maxconn or maxconn < 1:
             raise ValueError(
                 f"need 0 <= minconn <= maxconn and maxconn >= 1, got {minconn}, {maxconn}"
             )
+        if not isinstance(autocommit, bool):
+            raise TypeError(f"autocommit must be True or False, got {type(autocommit).__name__}")
+        if configure is not None and not callable(configure):
+            raise TypeError(f"configure must be callable, got {type(configure).__name__}")
         self.maxconn = maxconn
         self._conninfo = conninfo
+        # Set on every new connection, as psycopg_pool's kwargs= and configure= do:
+        # autocommit is no libpq option a DSN could carry.
+        self._autocommit = autocommit
+        self._configure = configure
         self._cond = threading.Condition(threading.Lock())
         self._idle: list[Any] = []
         self._opened = 0
@@ -70,7 +87,7 @@ class BlockingPsycopg2Pool:
         self.in_use = 0
         try:
             for _ in range(minconn):
-                self._idle.append(psycopg2.connect(conninfo))
+                self._idle.append(self._connect())
                 self._opened += 1
         except BaseException:
             self.closeall()
@@ -98,9 +115,22 @@ class BlockingPsycopg2Pool:
                     raise TimeoutError(f"no free connection within {timeout:g} s")
                 self._cond.wait(remaining)
 
+    def _connect(self) -> Any:
+        """A new connection, set up as asked (closed again if the set-up fails)."""
+        connection = psycopg2.connect(self._conninfo)
+        try:
+            if self._autocommit:
+                connection.autocommit = True
+            if self._configure is not None:
+                self._configure(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
     def _open(self) -> None:
         try:
-            connection = psycopg2.connect(self._conninfo)
+            connection = self._connect()
         except BaseException as error:
             with self._cond:
                 self._opened -= 1
