@@ -1314,6 +1314,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self._check_loop()
         self._closing = True
         await self._listeners.close_all()
+        self._transactions.expire_all("the manager was terminated; rolled back")
         await self._stop_checkers()
         borrowed, self._borrowed = list(self._borrowed.values()), {}
         await asyncio.gather(

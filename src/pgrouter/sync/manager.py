@@ -977,6 +977,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         if state is None or state.pid != os.getpid():
             return
         self._listeners.close_all()
+        self._transactions.expire_all("the manager was terminated; rolled back")
         with state.lock:
             borrowed, state.borrowed = list(state.borrowed.values()), {}
         for connection, _, _ in borrowed:
