@@ -201,22 +201,17 @@ def test_sync_odd_names_and_close_from_another_thread(
         assert asyncio.run(_wait_for_count(shared_cluster, 0))
 
 
-async def test_sqlalchemy_listens_through_its_plain_driver(shared_cluster: LocalCluster) -> None:
-    # pgrouter.sqlalchemy has no notify() (README): another connection sends.
+async def test_sqlalchemy_listens_and_notifies_through_its_plain_driver(
+    shared_cluster: LocalCluster,
+) -> None:
     async with importlib.import_module("pgrouter.sqlalchemy").PoolManager(
         shared_cluster.dsn()
     ) as pm:
         await pm.ready(timeout=PATIENCE)
-        async with pm.listen("Foo") as items:
-            sender = await asyncpg.connect(shared_cluster.primary.dsn())
-            try:
-                await sender.execute("SELECT pg_notify('Foo', 'through asyncpg')")
-            finally:
-                await sender.close()
+        async with pm.listen("Foo", 'with "quotes"') as items:
+            await pm.notify('with "quotes"', "through the SQL layer")
             item = await _next(items)
-            assert (item.channel, item.payload) == ("Foo", "through asyncpg")
-            with pytest.raises(NotImplementedError, match="no NOTIFY support"):
-                await pm.notify("Foo", "x")
+            assert (item.channel, item.payload) == ('with "quotes"', "through the SQL layer")
 
 
 async def test_bad_names_raise_before_any_sql(shared_cluster: LocalCluster) -> None:

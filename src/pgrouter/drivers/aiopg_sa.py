@@ -83,6 +83,9 @@ class AiopgSaDriver(ProbeThroughPlainDriver, Driver[Engine, SAConnection]):
     ) -> list[dict[str, Any]]:
         return await self._plain.run_statement(connection.connection, query, args, fetch)
 
+    async def notify(self, connection: SAConnection, channel: str, payload: str) -> None:
+        await self._plain.notify(connection.connection, channel, payload)  # autocommit
+
     mogrify_needs_connection = True
 
     def mogrify(self, connection: SAConnection | None, query: str, args: Any) -> str | None:

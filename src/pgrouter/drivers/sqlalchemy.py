@@ -114,6 +114,12 @@ class SqlalchemyDriver(ProbeThroughPlainDriver, Driver[AsyncEngine, AsyncConnect
             return []
         return [dict(row._mapping) for row in result]
 
+    async def notify(self, connection: AsyncConnection, channel: str, payload: str) -> None:
+        began = not connection.in_transaction()
+        await connection.exec_driver_sql("SELECT pg_notify($1, $2)", (channel, payload))
+        if began:
+            await connection.commit()  # SQLAlchemy began a transaction for it: send it now
+
     def statement_commits(self, connection: AsyncConnection) -> bool:
         return False  # SQLAlchemy begins a transaction for the first statement
 
