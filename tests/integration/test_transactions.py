@@ -321,6 +321,33 @@ async def test_a_killed_primary_ends_its_open_transactions(cluster: LocalCluster
         await asyncio.wait_for(pm.close(), 10)
 
 
+@pytest.mark.skipif("psycopg" not in DRIVERS, reason="psycopg is not selected")
+async def test_a_statement_waiting_on_a_frozen_primary_ends_with_its_transaction(
+    cluster: LocalCluster,
+) -> None:
+    from pgrouter.psycopg3 import PoolManager
+
+    cluster.primary.sql("CREATE TABLE held (id int)")
+    primary = cluster.primary
+    async with PoolManager(cluster.dsn(), refresh_delay=0.2, refresh_timeout=0.5) as pm:
+        await pm.ready()
+        txn = await pm.transaction()
+        await txn.run("INSERT INTO held VALUES (1)", get_result=False)
+        waiting = asyncio.ensure_future(txn.run("SELECT pg_sleep(0.2) FROM generate_series(1, 50)"))
+        await asyncio.sleep(0.1)
+        primary.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransactionClosedError, match="stopped serving as primary"):
+                await asyncio.wait_for(waiting, 30)
+            # Ended by the snapshot that shows the host down, not by the statement's end.
+            assert time.monotonic() - started < 8
+            await wait_until(lambda: not pm._borrowed, what="its connection to go back")
+        finally:
+            primary.thaw()
+    assert primary.sql("SELECT count(*) FROM held") == "0"
+
+
 @pytest.mark.skipif("sync_psycopg" not in DRIVERS, reason="sync_psycopg is not selected")
 def test_a_frozen_primary_ends_its_open_transactions(cluster: LocalCluster) -> None:
     from pgrouter.sync.psycopg import PoolManager
