@@ -179,8 +179,7 @@ class SyncPgrouterContender(PgrouterContender):
 
     SIZES = {
         "psycopg": {"min_size": 2, "max_size": 10, "kwargs": {"autocommit": True}},
-        # BlockingPsycopg2Pool has no autocommit option: the with block commits.
-        "psycopg2": {"minconn": 2, "maxconn": 10},
+        "psycopg2": {"minconn": 2, "maxconn": 10, "autocommit": True},
     }
 
     def __init__(self, name: str, driver: str) -> None:
@@ -235,8 +234,8 @@ SYNC_WRITE_QUERY = WRITE_QUERY.replace("$1", "%s")
 def blocking_query(acquire: Callable[[], Any], query: str, *params: Any) -> list[tuple[Any, ...]]:
     """One ``with acquire() as conn:`` block running ``query``: acknowledged once it ends.
 
-    The block's end commits (psycopg2, and psycopg 3 without autocommit) before
-    the rows are returned, so a returned write is an acknowledged one.
+    The contenders' pools are in autocommit; without it, the block's end would
+    commit before the rows are returned: either way a returned write is acknowledged.
     """
     with acquire() as connection, connection.cursor() as cursor:
         cursor.execute(query, params or None)
