@@ -228,7 +228,8 @@ def test_readme_examples_under_gevent_through_a_primary_kill(
             done = _message(child, "done", stderr)
             assert done["queried_after_failover"], done
             assert done["gap_seen"] and done["after"], done
-            assert done["after"][0]["val1"] == "70", done
+            # An insert's notification from the new primary: the worker's (1) or the last (70).
+            assert done["after"][0]["val1"] in ("1", "70"), done
             assert done["close_seconds"] < 5, done
             assert child.wait(20) == 0
         finally:
