@@ -64,6 +64,29 @@ def check_flags(read_only: Any, get_result: Any, partial_txn: Any, dry_run: Any)
         arguments.flag(name, value)
 
 
+def check_run(
+    manager: object,
+    interaction: Any,
+    args: Any,
+    kwargs: Mapping[str, Any],
+    flags: tuple[Any, Any, Any, Any],
+    txn: Any,
+    transaction_type: type[Any],
+) -> None:
+    """Every check of a ``run()`` call, by name, before anything is borrowed (both faces).
+
+    ``flags`` are ``(read_only, get_result, partial_txn, dry_run)``; ``txn``
+    must be a transaction of ``transaction_type`` held by this ``manager``.
+    """
+    check_interaction(interaction, args, kwargs)
+    read_only, get_result, partial_txn, dry_run = flags
+    check_flags(read_only, get_result, partial_txn, dry_run)
+    if dry_run and not isinstance(interaction, str):
+        raise TypeError("run(dry_run=True) renders a SQL string; a function has no SQL to show")
+    if txn is not None and (not isinstance(txn, transaction_type) or txn._manager is not manager):
+        raise TypeError(f"txn must be a transaction of this manager, got {txn!r}")
+
+
 def call_args(args: Any) -> Sequence[Any]:
     return () if args is None else args
 

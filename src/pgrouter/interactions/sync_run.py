@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..topology import checked_since
 from .literals import render_numbered
 from .retry import read_may_retry
-from .steps import check_flags, check_interaction, result_of, run_step_sync
+from .steps import check_run, result_of, run_step_sync
 from .sync_transactions import SyncTransaction, open_sync_transaction
 
 if TYPE_CHECKING:
@@ -37,13 +37,9 @@ def run_sync(
     kwargs: dict[str, Any],
 ) -> Any:
     """See :meth:`pgrouter.sync.manager.BaseSyncPoolManager.run`."""
-    check_interaction(interaction, args, kwargs)
-    check_flags(read_only, get_result, partial_txn, dry_run)
-    if dry_run and not isinstance(interaction, str):
-        raise TypeError("run(dry_run=True) renders a SQL string; a function has no SQL to show")
+    flags = (read_only, get_result, partial_txn, dry_run)
+    check_run(manager, interaction, args, kwargs, flags, txn, SyncTransaction)
     if txn is not None:
-        if not isinstance(txn, SyncTransaction) or txn._manager is not manager:
-            raise TypeError(f"txn must be a transaction of this manager, got {txn!r}")
         if dry_run:
             assert isinstance(interaction, str)
             return render_sync(manager, interaction, args, txn.connection)
