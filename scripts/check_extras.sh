@@ -29,7 +29,7 @@ declare -A MODULES=(
 # Extras README.md shows installed together: label -> the extras, and what must import
 declare -A COMBINED_EXTRAS=([psycopg2+gevent]=psycopg2,gevent)
 declare -A COMBINED=(
-    [psycopg2+gevent]=psycogreen.gevent:patch_psycopg,pgrouter.sync.psycopg2:PoolManager
+    [psycopg2+gevent]=psycogreen.gevent:patch_psycopg,pgrouter.sync.psycopg2:PoolManager,pgrouter.gdbpool:DBInteractionPool
 )
 OLDEST_PIP=22.0.4
 
