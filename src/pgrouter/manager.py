@@ -20,13 +20,13 @@ import sys
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from . import arguments
 from .acquire import AcquireContext
 from .aio.pool_keeper import PoolKeeper
 from .alarms import AlarmClock, Deadline, HostLeft
-from .balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
+from .balancer_policy import has_eligible_host
 from .bounded import wait_event
 from .driver import ConnT, Driver, PoolT, parse_lsn
 from .dsn import HostDsn, split_dsn
@@ -58,8 +58,7 @@ from .routing.consistency import (
 from .routing.reads import ReadRule
 from .routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from .routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from .settings import DEFAULT_TXN_TIMEOUT, manager_settings
-from .staleness import StalenessPolicy
+from .settings import ManagerOptions, manager_settings
 from .topology import (
     HostRole,
     HostState,
@@ -70,23 +69,14 @@ from .topology import (
     serves,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 logger = logging.getLogger("pgrouter")
 
-DEFAULT_ACQUIRE_TIMEOUT = 1.0
-DEFAULT_REFRESH_DELAY = 1.0
-DEFAULT_REFRESH_TIMEOUT = 1.0
-DEFAULT_STOPWATCH_WINDOW_SIZE = 128
-#: The primary is checked this often (seconds) besides every refresh_delay: one
-#: tiny query on the check connection, so a frozen primary is suspected within
-#: a fraction of a second. None turns it off.
-DEFAULT_PRIMARY_HEARTBEAT = 0.1
 #: A host whose full pool has acquires queued on it and took nothing back for
 #: this long is checked at once (its connections may be stuck on a frozen server).
 STALL_DELAY = 0.1
-#: How long a read with a write token waits for a replica to replay it before
-#: it goes to the primary (seconds). Replicas that keep up replay within
-#: milliseconds; a paused or far-behind one should cost a read little.
-DEFAULT_CAUSAL_WAIT = 0.25
 _TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
 _REPLAY_POSITION_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
 _UINT64 = (1 << 64) - 1
@@ -104,44 +94,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         dsn: str,
         *,
         driver: Driver[PoolT, ConnT],
-        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-        refresh_delay: float = DEFAULT_REFRESH_DELAY,
-        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
-        fallback_master: bool = False,
-        master_as_replica_weight: float = 0.0,
-        balancer_policy: type[AbstractBalancerPolicy]
-        | AbstractBalancerPolicy = GreedyBalancerPolicy,
-        stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
-        pool_factory_kwargs: dict[str, Any] | None = None,
-        event_driven_checks: bool = True,
-        primary_heartbeat: float | None = DEFAULT_PRIMARY_HEARTBEAT,
-        max_lag_bytes: int | None = None,
-        max_lag_seconds: float | None = None,
-        staleness: StalenessPolicy | None = None,
-        name: str = "default",
-        causal_wait: float = DEFAULT_CAUSAL_WAIT,
-        txn_timeout: float = DEFAULT_TXN_TIMEOUT,
+        **options: Unpack[ManagerOptions],
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
-        settings = manager_settings(
-            acquire_timeout=acquire_timeout,
-            refresh_delay=refresh_delay,
-            refresh_timeout=refresh_timeout,
-            fallback_master=fallback_master,
-            master_as_replica_weight=master_as_replica_weight,
-            balancer_policy=balancer_policy,
-            stopwatch_window_size=stopwatch_window_size,
-            pool_factory_kwargs=pool_factory_kwargs,
-            event_driven_checks=event_driven_checks,
-            primary_heartbeat=primary_heartbeat,
-            max_lag_bytes=max_lag_bytes,
-            max_lag_seconds=max_lag_seconds,
-            staleness=staleness,
-            name=name,
-            causal_wait=causal_wait,
-            txn_timeout=txn_timeout,
-        )
+        settings = manager_settings(type(self).__name__, **options)
         # Transactions held over several calls (run(partial_txn=True), transaction()).
         self._txn_timeout = settings.txn_timeout
         self._transactions = TxnRegistry(contextlib.nullcontext())

@@ -42,18 +42,36 @@ def test_base_and_balancer_paths() -> None:
     )
 
 
-def test_constructor_keywords_match_hasql() -> None:
-    from pgrouter.base import BasePoolManager
+#: hasql 0.10's BasePoolManager keywords and their defaults.
+HASQL_KEYWORDS = {
+    "acquire_timeout": 1,
+    "refresh_delay": 1,
+    "refresh_timeout": 1,
+    "fallback_master": False,
+    "master_as_replica_weight": 0.0,
+    "balancer_policy": None,  # a policy class; its default is checked below
+    "stopwatch_window_size": 128,
+    "pool_factory_kwargs": None,
+}
 
-    parameters = inspect.signature(BasePoolManager.__init__).parameters
-    defaults = {name: p.default for name, p in parameters.items()}
-    assert defaults["acquire_timeout"] == 1
-    assert defaults["refresh_delay"] == 1
-    assert defaults["refresh_timeout"] == 1
-    assert defaults["fallback_master"] is False
-    assert defaults["master_as_replica_weight"] == 0.0
-    assert defaults["stopwatch_window_size"] == 128
-    assert defaults["pool_factory_kwargs"] is None
+
+def test_constructor_keywords_match_hasql() -> None:
+    from pgrouter.balancer_policy import GreedyBalancerPolicy
+    from pgrouter.base import BasePoolManager
+    from pgrouter.settings import DEFAULTS, ManagerOptions, manager_settings
+
+    # Both faces take their keywords as **options typed by ManagerOptions,
+    # with one set of defaults (pgrouter.settings.DEFAULTS).
+    assert set(DEFAULTS) == set(ManagerOptions.__annotations__)
+    for keyword, default in HASQL_KEYWORDS.items():
+        assert keyword in DEFAULTS, keyword
+        if keyword != "balancer_policy":
+            assert DEFAULTS[keyword] == default, keyword  # type: ignore[literal-required]
+    assert DEFAULTS["balancer_policy"] is GreedyBalancerPolicy
+    settings = manager_settings("BasePoolManager")
+    assert isinstance(settings.balancer, GreedyBalancerPolicy)
+    with pytest.raises(TypeError, match="BasePoolManager got unknown keyword argument"):
+        manager_settings("BasePoolManager", acquire_timeot=1)  # type: ignore[call-arg]
     acquire = inspect.signature(BasePoolManager.acquire).parameters
     assert list(acquire)[1:5] == [
         "read_only",
@@ -63,3 +81,17 @@ def test_constructor_keywords_match_hasql() -> None:
     ]
     ready = inspect.signature(BasePoolManager.ready).parameters
     assert ready["timeout"].default == 10
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["pgrouter.asyncpg", "pgrouter.psycopg3", "pgrouter.sync.psycopg", "pgrouter.sync.psycopg2"],
+)
+def test_a_mistyped_keyword_is_refused_by_name_on_every_face(module: str) -> None:
+    manager = importlib.import_module(module).PoolManager
+    with pytest.raises(
+        TypeError, match=r"PoolManager got unknown keyword argument\(s\) acquire_timeot"
+    ):
+        manager("postgresql://u:secret@h1,h2/db", acquire_timeot=1)
+    with pytest.raises(ValueError, match="acquire_timeout"):
+        manager("postgresql://u:secret@h1,h2/db", acquire_timeout=-1)

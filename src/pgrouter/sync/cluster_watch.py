@@ -47,6 +47,12 @@ from ..driver import Driver
 from ..dsn import HostDsn, split_dsn
 from ..errors import PoolManagerClosedError
 from ..monitor import TopologyMonitor
+from ..settings import (
+    DEFAULT_PRIMARY_HEARTBEAT,
+    DEFAULT_REFRESH_DELAY,
+    DEFAULT_REFRESH_TIMEOUT,
+    DEFAULT_STOPWATCH_WINDOW_SIZE,
+)
 from ..topology import TopologySnapshot
 from . import manager as _forks_of
 from .monitor_thread import MonitorThread
@@ -103,11 +109,11 @@ class ClusterWatch:
         self,
         dsn: str | Sequence[HostDsn],
         *,
-        refresh_delay: float = 1.0,
-        refresh_timeout: float = 1.0,
-        primary_heartbeat: float | None = 0.1,
+        refresh_delay: float = DEFAULT_REFRESH_DELAY,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        primary_heartbeat: float | None = DEFAULT_PRIMARY_HEARTBEAT,
         event_driven_checks: bool = True,
-        stopwatch_window_size: int = 128,
+        stopwatch_window_size: int = DEFAULT_STOPWATCH_WINDOW_SIZE,
         probe_driver: ProbeDriverFactory = installed_probe_driver,
         name: str = "default",
     ) -> None:

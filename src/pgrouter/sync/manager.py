@@ -32,10 +32,10 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from .. import arguments
-from ..balancer_policy import AbstractBalancerPolicy, GreedyBalancerPolicy, has_eligible_host
+from ..balancer_policy import has_eligible_host
 from ..dsn import HostDsn, split_dsn
 from ..errors import NoHostAvailableError, PoolManagerClosedError
 from ..interactions.blocking_listen import BlockingListener, BlockingListeners
@@ -63,8 +63,7 @@ from ..routing.consistency import (
 from ..routing.reads import ReadRule
 from ..routing.requests import check_write_arguments, resolve_pool_pick, resolve_read
 from ..routing.tokens import WRITE_TOKEN_QUERY, WriteToken, token_from_row
-from ..settings import DEFAULT_TXN_TIMEOUT, manager_settings
-from ..staleness import StalenessPolicy
+from ..settings import ManagerOptions, manager_settings
 from ..topology import (
     HostRole,
     HostState,
@@ -79,11 +78,13 @@ from .driver import ConnT, PoolT, SyncDriver
 from .monitor_thread import MonitorThread
 from .pool_keeper import SyncPoolKeeper
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 logger = logging.getLogger("pgrouter")
 
 #: A caller waiting on a full pool looks at the host's state this often (seconds).
 SLICE = 0.1
-DEFAULT_CAUSAL_WAIT = 0.25
 _TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
 
 #: What forked children inherited and must never touch (see the module docstring).
@@ -182,44 +183,11 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         dsn: str,
         *,
         driver: SyncDriver[PoolT, ConnT],
-        acquire_timeout: float = 1.0,
-        refresh_delay: float = 1.0,
-        refresh_timeout: float = 1.0,
-        fallback_master: bool = False,
-        master_as_replica_weight: float = 0.0,
-        balancer_policy: type[AbstractBalancerPolicy]
-        | AbstractBalancerPolicy = GreedyBalancerPolicy,
-        stopwatch_window_size: int = 128,
-        pool_factory_kwargs: dict[str, Any] | None = None,
-        event_driven_checks: bool = True,
-        primary_heartbeat: float | None = 0.1,
-        max_lag_bytes: int | None = None,
-        max_lag_seconds: float | None = None,
-        staleness: StalenessPolicy | None = None,
-        name: str = "default",
-        causal_wait: float = DEFAULT_CAUSAL_WAIT,
-        txn_timeout: float = DEFAULT_TXN_TIMEOUT,
+        **options: Unpack[ManagerOptions],
     ) -> None:
         self._hosts: list[HostDsn] = split_dsn(dsn)
         self._driver = driver
-        settings = manager_settings(
-            acquire_timeout=acquire_timeout,
-            refresh_delay=refresh_delay,
-            refresh_timeout=refresh_timeout,
-            fallback_master=fallback_master,
-            master_as_replica_weight=master_as_replica_weight,
-            balancer_policy=balancer_policy,
-            stopwatch_window_size=stopwatch_window_size,
-            pool_factory_kwargs=pool_factory_kwargs,
-            event_driven_checks=event_driven_checks,
-            primary_heartbeat=primary_heartbeat,
-            max_lag_bytes=max_lag_bytes,
-            max_lag_seconds=max_lag_seconds,
-            staleness=staleness,
-            name=name,
-            causal_wait=causal_wait,
-            txn_timeout=txn_timeout,
-        )
+        settings = manager_settings(type(self).__name__, **options)
         self._settings = settings
         # Transactions held over several calls (run(partial_txn=True), transaction()).
         self._txn_timeout = settings.txn_timeout
