@@ -18,8 +18,17 @@ primary and two streaming replicas, started here, outside valgrind) do not run u
 it. The child also checks, before its loop, that it talks to a primary or a replica as
 its role says (a constant cost, cancelled by the difference).
 
-    python bench/instructions.py [--ops N] [--tasks N [N ...]] [--jobs N]
-                                 [--driver asyncpg|psycopg|all] [--role primary|replica|all]
+    python bench/instructions.py [--ops N] [--tasks N [N ...]] [--threads N [N ...]] [--jobs N]
+                                 [--driver async|sync|all|DRIVER] [--role primary|replica|all]
+
+``--driver sync`` counts the blocking face the same way (issue 11's workload: 1 and
+16 threads, ``--threads``): ``pgrouter.sync.psycopg.PoolManager`` against a bare
+``psycopg_pool.ConnectionPool``, ``pgrouter.sync.psycopg2.PoolManager`` against a
+psycopg2 ``ThreadedConnectionPool`` with a semaphore (threads wait instead of
+getting ``PoolError``), every connection autocommit. Callgrind runs one thread at a
+time and counts them all: the monitor's thread too, idle here (no checks during
+the run), and a thread waiting for the GIL sleeps in the kernel, where nothing is
+counted. ``pgrouter.sync.manager.SLICE`` is raised like ``STALL_DELAY``.
 
 Contenders mirror ``bench/acquire.py``: the bare ``asyncpg`` and ``psycopg_pool`` pools
 (min = max = 10 connections, psycopg in autocommit) against pgrouter's managers over
@@ -53,7 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +81,11 @@ SLOW_TIMEOUT = 300.0
 #: A run that takes longer than this (s) is stuck.
 CHILD_TIMEOUT = 900.0
 
-DRIVERS = ("asyncpg", "psycopg")
+ASYNC_DRIVERS = ("asyncpg", "psycopg")
+#: The blocking face (pgrouter.sync), against psycopg_pool.ConnectionPool and a
+#: psycopg2 ThreadedConnectionPool with a semaphore (as bench/sync.py's floors).
+SYNC_DRIVERS = ("sync_psycopg", "sync_psycopg2")
+DRIVERS = ASYNC_DRIVERS + SYNC_DRIVERS
 ROLES = ("primary", "replica")
 LIBRARIES = ("bare", "pgrouter")
 
@@ -247,8 +260,159 @@ async def child(contender: Contender, ops: int, tasks: int, dsns: dict[str, Any]
 def child_main(key: str, ops: str, tasks: str, dsn_file: str) -> int:
     with open(dsn_file, encoding="utf-8") as f:
         dsns = json.load(f)
-    asyncio.run(child(Contender.from_key(key), int(ops), int(tasks), dsns))
+    contender = Contender.from_key(key)
+    if contender.driver in SYNC_DRIVERS:
+        sync_child(contender, int(ops), int(tasks), dsns)
+    else:
+        asyncio.run(child(contender, int(ops), int(tasks), dsns))
     return 0
+
+
+# -- the child of a sync contender: threads instead of tasks -----------------------
+
+
+def sync_select_1(connection: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("SELECT 1")
+    cursor.fetchone()
+    cursor.close()
+
+
+def sync_in_recovery(connection: Any) -> bool:
+    cursor = connection.cursor()
+    cursor.execute("SELECT pg_is_in_recovery()")
+    row = cursor.fetchone()
+    cursor.close()
+    return bool(row[0])
+
+
+@dataclass
+class OpenedSync:
+    acquire: Callable[[], Any]  # a context manager giving a connection
+    close: Callable[[], None]
+
+
+def open_bare_sync_psycopg(dsns: list[str]) -> OpenedSync:
+    import psycopg_pool
+
+    pools = [
+        psycopg_pool.ConnectionPool(
+            dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, kwargs={"autocommit": True}, open=False
+        )
+        for dsn in dsns
+    ]
+    for pool in pools:
+        pool.open(wait=True, timeout=SLOW_TIMEOUT)
+
+    def close() -> None:
+        for pool in pools:
+            pool.close()
+
+    return OpenedSync(in_turn(pools, lambda pool: pool.connection()), close)
+
+
+def open_bare_sync_psycopg2(dsns: list[str]) -> OpenedSync:
+    import contextlib
+    import threading
+
+    import psycopg2.pool
+
+    def pool_of(dsn: str) -> Callable[[], Any]:
+        pool = psycopg2.pool.ThreadedConnectionPool(POOL_SIZE, POOL_SIZE, dsn)
+        held = [pool.getconn() for _ in range(POOL_SIZE)]
+        for opened in held:
+            opened.autocommit = True
+            pool.putconn(opened)
+        room = threading.BoundedSemaphore(POOL_SIZE)  # threads wait, not PoolError
+
+        @contextlib.contextmanager
+        def borrowed() -> Iterator[Any]:
+            with room:
+                taken = pool.getconn()
+                try:
+                    yield taken
+                finally:
+                    pool.putconn(taken)
+
+        closers.append(pool.closeall)
+        return borrowed
+
+    closers: list[Callable[[], None]] = []
+    takes = [pool_of(dsn) for dsn in dsns]
+
+    def close() -> None:
+        for closer in closers:
+            closer()
+
+    return OpenedSync(in_turn(takes, lambda take: take()), close)
+
+
+def open_pgrouter_sync(driver: str, role: str, cluster_dsn: str) -> OpenedSync:
+    import pgrouter.sync.manager
+
+    # Valgrind is ~50x slower: no 100 ms slice on a full pool may expire (see the docstring).
+    pgrouter.sync.manager.SLICE = 1000
+    pool_kwargs: dict[str, Any]
+    if driver == "sync_psycopg":
+        from pgrouter.sync.psycopg import PoolManager
+
+        pool_kwargs = {"min_size": POOL_SIZE, "max_size": POOL_SIZE, "kwargs": {"autocommit": True}}
+    else:
+        from pgrouter.sync.psycopg2 import PoolManager  # type: ignore[assignment]
+
+        pool_kwargs = {"minconn": POOL_SIZE, "maxconn": POOL_SIZE, "autocommit": True}
+    manager: Any = PoolManager(
+        cluster_dsn,
+        pool_factory_kwargs=pool_kwargs,
+        acquire_timeout=SLOW_TIMEOUT,
+        refresh_timeout=60,
+        refresh_delay=1000,
+        primary_heartbeat=None,
+    )
+    manager.ready(timeout=SLOW_TIMEOUT)
+    acquire = manager.acquire_master if role == "primary" else manager.acquire_replica
+    return OpenedSync(acquire, lambda: manager.close(timeout=SLOW_TIMEOUT))
+
+
+def open_sync_contender(contender: Contender, dsns: dict[str, Any]) -> OpenedSync:
+    if contender.library == "pgrouter":
+        return open_pgrouter_sync(contender.driver, contender.role, dsns["cluster"])
+    hosts = [dsns["primary"]] if contender.role == "primary" else dsns["replicas"]
+    if contender.driver == "sync_psycopg":
+        return open_bare_sync_psycopg(hosts)
+    return open_bare_sync_psycopg2(hosts)
+
+
+def sync_child(contender: Contender, ops: int, threads: int, dsns: dict[str, Any]) -> None:
+    import threading
+
+    opened = open_sync_contender(contender, dsns)
+    try:
+        with opened.acquire() as connection:
+            replica = sync_in_recovery(connection)
+        if replica != (contender.role == "replica"):
+            raise RuntimeError(f"{contender.key} got a {'replica' if replica else 'primary'}")
+        left = ops
+        lock = threading.Lock()
+
+        def worker() -> None:
+            nonlocal left
+            while True:
+                with lock:
+                    if left <= 0:
+                        return
+                    left -= 1
+                with opened.acquire() as connection:
+                    sync_select_1(connection)
+
+        workers = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    finally:
+        opened.close()
+    print(f"done {ops}", flush=True)
 
 
 # -- the parent: one cluster, two counted runs per contender ------------------------
@@ -350,7 +514,13 @@ def per_op(contender: Contender, tasks: int, runs: dict[int, int | str]) -> Resu
 
 
 def pick(choice: str, every: tuple[str, ...]) -> tuple[str, ...]:
-    return every if choice == "all" else (choice,)
+    if choice == "all":
+        return every
+    if choice == "async":
+        return tuple(name for name in every if name in ASYNC_DRIVERS)
+    if choice == "sync":
+        return tuple(name for name in every if name in SYNC_DRIVERS)
+    return (choice,)
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
@@ -385,9 +555,10 @@ def baseline(result: Result, results: list[Result]) -> Result | None:
     )
 
 
-def section_title(role: str, tasks: int) -> str:
+def section_title(role: str, tasks: int, sync: bool = False) -> str:
     verb = "acquire_master()" if role == "primary" else "acquire_replica()"
-    shape = "sequential (1 task)" if tasks == 1 else f"concurrent ({tasks} tasks)"
+    unit = "thread" if sync else "task"
+    shape = f"sequential (1 {unit})" if tasks == 1 else f"concurrent ({tasks} {unit}s)"
     return f"== {role.upper()} ({verb}) — {shape}, acquire + SELECT 1 + release"
 
 
@@ -397,10 +568,18 @@ def table(results: list[Result]) -> str:
         f"within {TARGET_RATIO - 1:.0%}"
     )
     lines: list[str] = []
-    sections = dict.fromkeys((r.contender.role, r.tasks) for r in results)
-    for role, tasks in sections:
-        lines += ["", section_title(role, tasks), header]
-        group = [r for r in results if r.contender.role == role and r.tasks == tasks]
+    sections = dict.fromkeys(
+        (r.contender.driver in SYNC_DRIVERS, r.contender.role, r.tasks) for r in results
+    )
+    for sync, role, tasks in sections:
+        lines += ["", section_title(role, tasks, sync), header]
+        group = [
+            r
+            for r in results
+            if r.contender.role == role
+            and r.tasks == tasks
+            and (r.contender.driver in SYNC_DRIVERS) == sync
+        ]
         lines += [row(result, group) for result in group]
     return "\n".join(lines)
 
@@ -429,7 +608,8 @@ def verdict(results: list[Result]) -> str:
         return "VERDICT: no pgrouter result to judge"
     parts, good = [], 0
     for result in checked:
-        shape = "1 task" if result.tasks == 1 else f"{result.tasks} tasks"
+        unit = "thread" if result.contender.driver in SYNC_DRIVERS else "task"
+        shape = f"1 {unit}" if result.tasks == 1 else f"{result.tasks} {unit}s"
         where = f"{result.contender.driver} {result.contender.role} {shape}"
         share = ratio(result, results)
         if share is None:
@@ -462,27 +642,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         nargs="+",
         default=[64, 1],
-        help="tasks sharing the pool; one table each",
+        help="tasks sharing the pool (async drivers); one table each",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[16, 1],
+        help="threads sharing the pool or manager (sync drivers); one table each",
     )
     parser.add_argument(
         "--jobs", type=int, default=2, help="valgrind runs at a time (default: 2, for 2 cores)"
     )
-    parser.add_argument("--driver", choices=(*DRIVERS, "all"), default="all")
+    parser.add_argument(
+        "--driver",
+        choices=(*DRIVERS, "async", "sync", "all"),
+        default="async",
+        help="async: asyncpg and psycopg (the default); sync: the blocking face's two",
+    )
     parser.add_argument("--role", choices=(*ROLES, "all"), default="all")
     args = parser.parse_args(argv)
     if args.ops < 10:
         parser.error("--ops must be at least 10")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    if min(args.tasks) < 1:
-        parser.error("--tasks must be at least 1")
+    if min(args.tasks) < 1 or min(args.threads) < 1:
+        parser.error("--tasks and --threads must be at least 1")
     return args
 
 
 def run(args: argparse.Namespace, runner: Runner) -> list[Result]:
     """Every counted run, ``--jobs`` at a time: the counts do not depend on what else runs."""
     counts = (args.ops, args.ops // 5)  # the long runs first: they set the end
-    pairs = [(contender, tasks) for tasks in args.tasks for contender in contenders(args)]
+    pairs = [
+        (contender, tasks)
+        for contender in contenders(args)
+        for tasks in (args.threads if contender.driver in SYNC_DRIVERS else args.tasks)
+    ]
+    pairs.sort(key=lambda pair: -pair[1])  # the table order: most concurrent first
     with ThreadPoolExecutor(max_workers=args.jobs) as executor:
         runs = {
             (contender, tasks, ops): executor.submit(counted, runner, contender, tasks, ops)
@@ -532,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, Runner(valgrind, python, dsn_file, out_dir))
     elapsed = time.monotonic() - started
 
-    versions = describe_versions("pgrouter", "asyncpg", "psycopg", "psycopg-pool")
+    versions = describe_versions(
+        "pgrouter", "asyncpg", "psycopg", "psycopg-pool", "psycopg2-binary"
+    )
     print(
         f"pgrouter instructions benchmark — Python {platform.python_version()}, "
         f"PostgreSQL {server}, {valgrind_version(valgrind)}\n{versions}\n"

@@ -45,6 +45,7 @@ from ..interactions.sync_run import run_sync
 from ..interactions.sync_transactions import SyncTransaction, open_sync_transaction
 from ..interactions.txn_watch import TxnRegistry
 from ..monitor import Admit, TopologyMonitor, describe_error
+from ..monitor.host_monitor import HostMonitor
 from ..readiness import (
     Readiness,
     first_checks_done,
@@ -67,6 +68,7 @@ from ..settings import ManagerOptions, manager_settings
 from ..topology import (
     HostRole,
     HostState,
+    TopologyBoard,
     TopologySnapshot,
     checked_since,
     newly_cut,
@@ -168,11 +170,28 @@ class _ProcessState(Generic[PoolT, ConnT]):
         self.reads_on_primary: set[int] = set()
         self.lock = green.original_lock()
         self.unusable: frozenset[int] = frozenset()
+        self._free_size_of_pool = manager._driver.free_size
+        # Set by started(), once the monitor runs: read on every acquire.
+        self.board: TopologyBoard | None = None
+        self.host_monitors: list[HostMonitor] = []
         weak = weakref.ref(self)
         self.thread = MonitorThread(
             functools.partial(manager._make_monitor, _weak_admit(weak), _weak_busy(weak)),
             name=f"pgrouter-monitor-{manager._name}",
         )
+
+    def started(self) -> TopologyMonitor:
+        """Keep what every acquire reads of the running monitor at hand."""
+        monitor = self.thread.monitor
+        assert monitor is not None
+        self.board = monitor.board
+        self.host_monitors = list(monitor.hosts)
+        return monitor
+
+    def free_size(self, host: HostState) -> int:
+        """The balancer's measure of a host: free connections minus callers queued."""
+        pool = self.keepers[host.index].pool
+        return 0 if pool is None else self._free_size_of_pool(pool) - self.queued[host.index]
 
 
 class BaseSyncPoolManager(Generic[PoolT, ConnT]):
@@ -225,10 +244,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                     _INHERITED.append(state)  # the parent's: never touched here
                 state = _ProcessState(self)
                 state.thread.start()
-                assert state.thread.monitor is not None
-                state.thread.monitor.board.listen(
-                    functools.partial(_on_topology, weakref.ref(state))
-                )
+                state.started().board.listen(functools.partial(_on_topology, weakref.ref(state)))
                 self._process = state  # last: a racing caller sees it only once it runs
         return state
 
@@ -305,7 +321,11 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         )
 
     def acquire_master(self, timeout: float | None = None) -> Borrowed[ConnT]:
-        return Borrowed(self, self._acquire(False, False, 0.0, self._timeout(timeout), None))
+        if timeout is None and not self._closed:
+            seconds = self._acquire_timeout  # the common case, without a call
+        else:
+            seconds = self._timeout(timeout)
+        return Borrowed(self, self._acquire(False, False, 0.0, seconds, None))
 
     def acquire_replica(
         self,
@@ -317,7 +337,10 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         max_lag_seconds: float | None = None,
         after: WriteToken | None = None,
     ) -> Borrowed[ConnT]:
-        seconds = self._timeout(timeout)
+        if timeout is None and not self._closed:
+            seconds = self._acquire_timeout  # the common case, without a call
+        else:
+            seconds = self._timeout(timeout)
         request = resolve_read(
             self._name,
             self._read_defaults,
@@ -355,18 +378,12 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         rule: ReadRule | None,
         state: _ProcessState[PoolT, ConnT],
     ) -> HostState | None:
-        keepers = state.keepers
-
-        def free_size(host: HostState) -> int:
-            pool = keepers[host.index].pool
-            return 0 if pool is None else self._driver.free_size(pool) - state.queued[host.index]
-
         return self._balancer.pick(
             snapshot,
             read_only=read_only,
             fallback_master=fallback_master,
             master_as_replica_weight=weight,
-            free_size=free_size,
+            free_size=state.free_size,
             rule=rule,
         )
 
@@ -380,12 +397,14 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
     ) -> ConnT:
         state = self._state()
         thread = state.thread
+        board = state.board
+        assert board is not None
         deadline = time.monotonic() + timeout
         failures: dict[int, str] = {}
         while True:
             if self._closed:
                 raise PoolManagerClosedError(f"{self!r} is closed")
-            snapshot = thread.current
+            snapshot = board.current
             host = self._pick(snapshot, read_only, fallback_master, weight, rule, state)
             pool = None if host is None else state.keepers[host.index].pool
             if host is None or pool is None:
@@ -451,7 +470,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
                 failures[index] = "its pool was cut while we waited for it"
                 continue
             if first:
-                host_monitor = self._monitor().hosts[index]
+                host_monitor = state.host_monitors[index]
                 if host_monitor.sleeping_idle:  # else its heartbeat runs anyway: no wake-up
                     thread.soon(host_monitor.work_started)
             return connection
