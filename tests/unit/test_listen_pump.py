@@ -19,6 +19,7 @@ from pgrouter import ListenGap, NoHostAvailableError, Notification
 from pgrouter.driver import ListenConnection
 from pgrouter.dsn import HostDsn, split_dsn
 from pgrouter.interactions.listen import ListenItem, ListenPump
+from pgrouter.interactions.listen_backlog import Backlog, Ending
 from pgrouter.topology import HostRole, TopologyBoard
 
 
@@ -26,9 +27,13 @@ class FakeMonitor:
     def __init__(self, board: TopologyBoard) -> None:
         self.board = board
         self.checks: list[int] = []
+        self.work: list[int] = []
 
     def request_check(self, index: int) -> None:
         self.checks.append(index)
+
+    def work_started(self, index: int) -> None:
+        self.work.append(index)
 
 
 class FakeConnection(ListenConnection):
@@ -103,11 +108,21 @@ async def pump_with(
         return connection
 
     items: asyncio.Queue[ListenItem | BaseException | None] = asyncio.Queue()
+
+    def wake() -> None:  # the backlog's items, moved to a queue the test awaits
+        while backlog.items:
+            item = backlog.items.popleft()
+            if isinstance(item, Ending):
+                items.put_nowait(item.error)
+            else:
+                items.put_nowait(Notification(*item) if type(item) is tuple else item)
+
+    backlog = Backlog(10_000, wake)
     pump = ListenPump(
         FakeMonitor(board),  # type: ignore[arg-type]
         connect,
         ("jobs",),
-        items.put_nowait,
+        backlog,
         ping_interval=0.05,
         ping_timeout=ping_timeout,
     )

@@ -3,7 +3,9 @@
 asyncpg delivers a notification only to callbacks registered for its channel
 (``add_listener`` runs the LISTEN, quoting the name as an identifier); each
 callback here appends to one queue that :meth:`AsyncpgListenConnection.receive`
-drains, so the order across channels is the server's.
+drains, so the order across channels is the server's. asyncpg runs each
+callback as a loop callback of its own: it does no more than an append, and
+sets the event only when :meth:`~AsyncpgListenConnection.receive` waits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class AsyncpgListenConnection(ListenConnection):
         self._connection = connection
         self._received: collections.deque[tuple[str, str, int]] = collections.deque()
         self._arrived = asyncio.Event()
+        self._waiting = False  # receive() waits on _arrived
         # A connection lost while nothing waits in receive() is noticed there.
         connection.add_termination_listener(self._on_termination)
 
@@ -36,7 +39,9 @@ class AsyncpgListenConnection(ListenConnection):
 
     def _on_notification(self, _: Any, pid: int, channel: str, payload: str) -> None:
         self._received.append((channel, payload, pid))
-        self._arrived.set()
+        if self._waiting:
+            self._waiting = False
+            self._arrived.set()
 
     def _on_termination(self, _: Any) -> None:
         self._arrived.set()
@@ -54,7 +59,11 @@ class AsyncpgListenConnection(ListenConnection):
         if not self._received:
             self._raise_if_closed()
             self._arrived.clear()
-            await wait_event(self._arrived, timeout)
+            self._waiting = True
+            try:
+                await wait_event(self._arrived, timeout)
+            finally:
+                self._waiting = False
         batch = list(self._received)
         self._received.clear()
         if not batch:

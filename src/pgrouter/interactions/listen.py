@@ -18,7 +18,15 @@ Then it waits on the board (never a sleep loop) for a primary, LISTENs there,
 and yields a :class:`ListenGap` before the next notification: notifications
 sent between ``since`` and ``until`` may be lost, so the consumer re-reads
 its state. With no failure nothing is lost: each LISTEN is done before the
-pump reports itself listening, and every notification received is queued.
+pump reports itself listening, and every notification received is queued in
+a :class:`~pgrouter.interactions.listen_backlog.Backlog`, a batch at a time
+(one wake-up of the consumer per batch the driver hands over), up to its
+``max_pending`` bound (past it, a gap: see that module).
+
+While it LISTENs on a host the pump counts as work there
+(:class:`ListenedHosts`, which the managers' ``busy()`` reads): the monitor
+checks that primary on its heartbeat, as with a connection handed out, so a
+failover or a freeze is seen as soon as under writes.
 
 Driver calls are never cancelled to bound them (psycopg would try a cancel
 request on a frozen server): a watchdog cuts the connection instead, and the
@@ -28,12 +36,12 @@ waiting call fails with its driver's connection error.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 
 from ..driver import ListenConnection
@@ -41,6 +49,8 @@ from ..dsn import HostDsn
 from ..errors import NoHostAvailableError
 from ..monitor import TopologyMonitor, describe_error
 from ..topology import HostState, TopologySnapshot, checked_since
+from .listen_backlog import DEFAULT_MAX_PENDING, Backlog, Ending
+from .listen_items import ListenGap, ListenItem, Notification
 
 logger = logging.getLogger("pgrouter")
 
@@ -61,30 +71,6 @@ RETRY_MAX = 1.0
 APPLICATION_NAME = "pgrouter-listen"
 
 
-@dataclass(frozen=True)
-class Notification:
-    """One notification: its channel, its payload, and the pid of the sending backend."""
-
-    channel: str
-    payload: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class ListenGap:
-    """Notifications sent between ``since`` and ``until`` (epoch seconds) may be lost.
-
-    ``since``: when the old connection was last known good (its last
-    notification or answered liveness NOTIFY); ``until``: when LISTEN succeeded
-    on the new one. ``reason`` says why the old one ended (redacted).
-    """
-
-    since: float
-    until: float
-    reason: str
-
-
-ListenItem = Notification | ListenGap
 Connect = Callable[[HostDsn, float], Awaitable[ListenConnection]]
 
 
@@ -92,13 +78,37 @@ class _Lost(Exception):
     """The listening connection is no longer good; ``str()`` says why."""
 
 
+class ListenedHosts:
+    """How many listeners LISTEN on each host now (one per manager, on the monitor's loop).
+
+    A manager's ``busy(index)`` is true while this holds the host: the monitor
+    then checks the primary on its heartbeat, not every ``refresh_delay``.
+    """
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[int] = collections.Counter()
+
+    def started(self, index: int) -> None:
+        self._counts[index] += 1
+
+    def ended(self, index: int) -> None:
+        self._counts[index] -= 1
+        if self._counts[index] <= 0:
+            del self._counts[index]
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._counts
+
+
 class ListenPump:
-    """Keeps LISTENing on the current primary and hands ``deliver`` what it gets.
+    """Keeps LISTENing on the current primary and puts what it gets in ``backlog``.
 
     Runs as one task on the monitor's loop (:meth:`start`): the caller's loop
-    for the async face, the monitor thread's for the blocking one. ``deliver``
-    gets every :data:`ListenItem` in order, and finally ``None`` (stopped) or
-    the exception that ends it (a driver without LISTEN, say).
+    for the async face, the monitor thread's for the blocking one. The
+    backlog gets every :data:`ListenItem` in order, and finally its end
+    (:meth:`Backlog.end`): ``None`` (stopped) or the exception that ends the
+    pump (a driver without LISTEN, say). ``listened`` (the manager's) counts
+    the host it listens on as work.
     """
 
     def __init__(
@@ -106,16 +116,18 @@ class ListenPump:
         monitor: TopologyMonitor,
         connect: Connect,
         channels: tuple[str, ...],
-        deliver: Callable[[ListenItem | BaseException | None], None],
+        backlog: Backlog,
         *,
         ping_interval: float = PING_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
         on_listening: Callable[[], None] = lambda: None,
+        listened: ListenedHosts | None = None,
     ) -> None:
         self._monitor = monitor
         self._connect = connect
         self.channels = channels
-        self._deliver = deliver
+        self._backlog = backlog
+        self._listened = ListenedHosts() if listened is None else listened
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_listening = on_listening
@@ -153,7 +165,7 @@ class ListenPump:
             ending = error
         finally:
             self.ended.set()
-            self._deliver(ending)
+            self._backlog.end(ending)
 
     async def _follow(self) -> None:
         board = self._monitor.board
@@ -182,14 +194,17 @@ class ListenPump:
             until = time.time()
             retry = RETRY_FIRST
             if since is not None:
-                self._deliver(ListenGap(since, until, reason))
+                self._backlog.put_gap(ListenGap(since, until, reason))
             self.host = host
             self.listening.set()
+            self._listened.started(host.index)
+            self._monitor.work_started(host.index)  # the heartbeat, if it slept as idle
             self._on_listening()
             last_good = [until]
             try:
                 reason = await self._serve(connection, host, last_good)
             finally:
+                self._listened.ended(host.index)
                 self.listening.clear()
                 if self._stopping:
                     await self._unlisten_and_close(connection)
@@ -238,6 +253,8 @@ class ListenPump:
         sequence = 0
         sent_at: float | None = None  # the unanswered liveness NOTIFY's send time
         next_ping = loop.time() + self._ping_interval
+        private = self._private
+        put = self._backlog.put
         try:
             while True:
                 now = loop.time()
@@ -252,14 +269,15 @@ class ListenPump:
                         )
                 batch = await connection.receive(max(wait, 0))
                 if batch:
-                    last_good[0] = time.time()
-                for channel, payload, pid in batch:
-                    if channel == self._private:
-                        if payload == str(sequence):
+                    now = last_good[0] = time.time()
+                    notes = [note for note in batch if note[0] != private]
+                    if notes:
+                        put(notes, now)
+                    if len(notes) != len(batch):  # liveness answers among them
+                        answer = str(sequence)
+                        if any(note[0] == private and note[1] == answer for note in batch):
                             sent_at = None
                             next_ping = loop.time() + self._ping_interval
-                    else:
-                        self._deliver(Notification(channel, payload, pid))
                 if sent_at is None and loop.time() >= next_ping:
                     sequence += 1
                     sent_at = loop.time()
@@ -297,6 +315,10 @@ class ListenPump:
             await _close(connection)
 
 
+#: A Notification from the driver's tuple with no Python-level call (see listen_backlog).
+_make = tuple.__new__
+
+
 def listen_dsn(dsn: HostDsn) -> HostDsn:
     """``dsn``, named :data:`APPLICATION_NAME` unless it names itself: a listener is
     told apart from pool connections in ``pg_stat_activity``."""
@@ -331,7 +353,9 @@ class Listener:
     The pump starts at once, so ``async with pm.listen("jobs") as items:``
     (which waits for the first LISTEN, up to ``start_timeout``) is the way to
     not miss a NOTIFY sent right after. ``break`` out of ``async for`` then ``aclose()``, or leave
-    the ``async with``: UNLISTEN, and the connection closes.
+    the ``async with``: UNLISTEN, and the connection closes. At most
+    ``max_pending`` items wait for the consumer (see
+    :mod:`~pgrouter.interactions.listen_backlog`).
     """
 
     def __init__(
@@ -342,14 +366,23 @@ class Listener:
         on_close: Callable[[Listener], None] = lambda listener: None,
         *,
         start_timeout: float | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        listened: ListenedHosts | None = None,
     ) -> None:
-        self._queue: asyncio.Queue[ListenItem | BaseException | None] = asyncio.Queue()
-        self._pump = ListenPump(monitor, connect, channels, self._queue.put_nowait)
+        self._backlog = Backlog(max_pending, self._wake)
+        # The consumers' wait for the next batch (one future, shared by all of them).
+        self._waiter: asyncio.Future[None] | None = None
+        self._pump = ListenPump(monitor, connect, channels, self._backlog, listened=listened)
         self._monitor = monitor
         self._on_close = on_close
         self._start_timeout = start_timeout
         self._ended = False
         self._pump.start()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -381,16 +414,26 @@ class Listener:
         return self
 
     async def __anext__(self) -> ListenItem:
-        if self._ended:
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is None:
-            self._ended = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._ended = True
-            raise item
-        return item
+        # The hot path: a pending notification, no wait, no lock, no call.
+        items = self._backlog.items
+        while not self._ended:
+            if items:
+                item = items.popleft()
+                if type(item) is tuple:  # the driver's (channel, payload, pid)
+                    return _make(Notification, item)
+                if isinstance(item, ListenGap):
+                    return item
+                assert isinstance(item, Ending)
+                self._ended = True
+                if item.error is not None:
+                    raise item.error
+                break
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            # Shielded: a consumer cancelled here must not cancel the others' wait.
+            await asyncio.shield(waiter)
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """UNLISTEN and close the connection; the iteration ends."""
@@ -440,11 +483,13 @@ class Listeners:
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "DEFAULT_MAX_PENDING",
     "PING_INTERVAL",
     "PING_TIMEOUT",
     "ListenGap",
     "ListenItem",
     "ListenPump",
+    "ListenedHosts",
     "Listener",
     "Listeners",
     "Notification",
