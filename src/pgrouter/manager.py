@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from . import arguments
 from .acquire import AcquireContext
+from .aio.polled_wait import wait_polled
 from .aio.pool_keeper import PoolKeeper
 from .alarms import AlarmClock, Deadline, HostLeft
 from .balancer_policy import has_eligible_host
@@ -532,14 +533,16 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                         connection = await self._wait_parked(
                             host, deadline if on_alarms else None, waiting
                         )
-                elif free:
-                    idle = True
-                    connection = await self._driver.acquire(
+                else:
+                    # Python 3.10: the same start, but an acquire that has to
+                    # wait (a full pool, or a connect) is polled, not tripped.
+                    acquiring = self._driver.acquire(
                         pool, max(deadline - loop.time(), 0), **kwargs
                     )
-                else:
-                    idle = False
-                    connection = await self._wait_in_slices(pool, host, deadline, kwargs)
+                    waiting, connection = start(acquiring) if free else (acquiring, None)
+                    idle = waiting is None
+                    if waiting is not None:
+                        connection = await self._wait_in_slices(pool, host, waiting)
             except asyncio.TimeoutError:
                 failures[host.index] = "no free connection in its pool"
                 raise self._no_host_error(read_only, fallback_master, timeout, failures) from None
@@ -648,28 +651,23 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             self._queued[index] -= 1
 
     async def _wait_in_slices(
-        self, pool: PoolT, host: HostState, deadline: float, kwargs: dict[str, Any]
+        self, pool: PoolT, host: HostState, waiting: Awaitable[ConnT]
     ) -> ConnT | None:
-        """Python 3.10's wait on a full pool: slices of STALL_DELAY, the host read between.
-
-        (Without ``Task.uncancel()`` a trip could swallow a cancellation from outside.)
+        """Python 3.10's :meth:`_wait_parked`: ``None`` once ``host`` stops serving its role,
+        read every STALL_DELAY (polled_wait.py: without ``Task.uncancel()`` a trip
+        could swallow a cancellation from outside). ``waiting`` carries the deadline.
         """
-        loop = asyncio.get_running_loop()
         index = host.index
         self._queued[index] += 1
         if self._stall_timers[index] is None:
             self._watch_stall(index)
         try:
-            while True:
-                now = loop.time()
-                slice_end = min(deadline, now + STALL_DELAY)
-                try:
-                    return await self._driver.acquire(pool, max(slice_end - now, 0), **kwargs)
-                except asyncio.TimeoutError:
-                    if slice_end >= deadline:
-                        raise
-                if _no_longer_usable(host, self._board.current):
-                    return None
+            return await wait_polled(
+                waiting,
+                lambda: not _no_longer_usable(host, self._board.current),
+                STALL_DELAY,
+                lambda late: self._in_background(self._return_to_pool(late, pool, {}, index)),
+            )
         finally:
             self._queued[index] -= 1
 
