@@ -15,6 +15,7 @@ from .dsn import HostDsn, redact, split_dsn
 from .errors import (
     DsnError,
     NoHostAvailableError,
+    NotCommittedError,
     PgRouterError,
     PoolManagerClosedError,
     TransactionClosedError,
@@ -39,6 +40,7 @@ __all__ = [
     "LeastLagBalancerPolicy",
     "ListenGap",
     "NoHostAvailableError",
+    "NotCommittedError",
     "Notification",
     "PgRouterError",
     "PoolManagerClosedError",

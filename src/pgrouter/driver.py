@@ -200,6 +200,16 @@ class Driver(abc.ABC, Generic[PoolT, ConnT]):
         """
         return None
 
+    def pending_commit(self, connection: ConnT) -> bool:
+        """True when the end of a clean block would send COMMIT (a transaction is open).
+
+        Read from the connection's own state, without a round trip. Asked only
+        when the connection's host left the rotation before the block ended:
+        the manager then cuts the connection instead and raises
+        :class:`~pgrouter.errors.NotCommittedError` (see :meth:`end_of_use`).
+        """
+        return False
+
     @abc.abstractmethod
     async def close_pool(self, pool: PoolT) -> None:
         """Close gracefully: connections in use close as they come back."""

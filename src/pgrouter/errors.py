@@ -54,3 +54,23 @@ class TransactionClosedError(PgRouterError, RuntimeError):
     (down, demoted, fenced or superseded). pgrouter ends it by cutting its
     connection, so the server rolls it back; the message says which and why.
     """
+
+
+class NotCommittedError(PgRouterError, ConnectionError):
+    """A block's transaction was not committed: its host went down before the block ended.
+
+    At the end of ``with``/``async with pm.acquire() as conn`` the driver
+    commits. When the host has been declared down (its check found no
+    answer), fenced or superseded meanwhile, pgrouter does not send that
+    COMMIT through a socket that may never answer: it cuts the connection,
+    so the server rolls the transaction back, and raises this. Nothing of the
+    block was committed; retry it once a primary serves.
+    """
+
+    @classmethod
+    def on(cls, host: str) -> NotCommittedError:
+        return cls(
+            f"not committed: {host} left the rotation while this connection was borrowed "
+            "(down, fenced or superseded); pgrouter cut the connection instead of sending "
+            "COMMIT to it, so the server rolls the transaction back"
+        )

@@ -32,7 +32,12 @@ from .bounded import wait_event
 from .driver import ConnT, Driver, PoolT, parse_lsn
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
-from .errors import NoHostAvailableError, PoolManagerClosedError, WrongEventLoopError
+from .errors import (
+    NoHostAvailableError,
+    NotCommittedError,
+    PoolManagerClosedError,
+    WrongEventLoopError,
+)
 from .interactions.channels import check_channel, check_channels, check_payload
 from .interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
 from .interactions.listen import Listener, Listeners
@@ -785,11 +790,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             if block_exit or scope is not None:
                 held = self._borrowed.get(id(connection))
                 if held is not None:
-                    ending = (
-                        self._driver.end_of_use(held[0], error)
-                        if block_exit and self._ends_use
-                        else None
-                    )
+                    if not (block_exit and self._ends_use):
+                        ending = None
+                    elif held[2] in self._unusable:
+                        # Its host left the rotation: no COMMIT (nor ROLLBACK)
+                        # through a socket that may never answer; the release cuts it.
+                        ending = self._refuse_commit(held[0], held[2], error)
+                    else:
+                        ending = self._driver.end_of_use(held[0], error)
                     noting = (
                         scope is not None
                         and error is None
@@ -820,6 +828,14 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         ):
             self._check_now(index)
         return self._release_guarded(connection, pool, kwargs, index)
+
+    def _refuse_commit(
+        self, connection: ConnT, index: int, error: BaseException | None
+    ) -> Awaitable[None] | None:
+        """The end of a block whose host left the rotation: raise if it had work to commit."""
+        if error is not None or not self._driver.pending_commit(connection):
+            return None
+        return _raise(NotCommittedError.on(self._board.current.hosts[index].address))
 
     def _notes_position(self, scope: ReadYourWrites | None, connection: ConnT, index: int) -> bool:
         """True when giving back a connection to host ``index`` must record a position in
@@ -1316,6 +1332,10 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 ResourceWarning,
                 source=self,
             )
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
 
 
 async def _nothing() -> None:

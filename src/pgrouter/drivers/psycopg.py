@@ -159,6 +159,9 @@ class PsycopgDriver(Driver[psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnec
             return connection.commit()
         return _roll_back_quietly(connection)
 
+    def pending_commit(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+        return bool(connection.pgconn.transaction_status == TransactionStatus.INTRANS)
+
     async def close_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         await pool.close()
 

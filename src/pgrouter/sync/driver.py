@@ -67,6 +67,10 @@ class SyncDriver(abc.ABC, Generic[PoolT, ConnT]):
     def end_of_use(self, connection: ConnT, error: BaseException | None) -> None:
         """The end of ``with pm.acquire() as conn``: commit on a clean exit, else roll back."""
 
+    def pending_commit(self, connection: ConnT) -> bool:
+        """True when the end of a clean block would send COMMIT (as the async seam's)."""
+        return False
+
     @abc.abstractmethod
     def is_host_error(self, error: BaseException) -> bool:
         """The host, not the query, broke or changed (checks it at once)."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from .. import arguments
 from ..balancer_policy import has_eligible_host
 from ..dsn import HostDsn, split_dsn
-from ..errors import NoHostAvailableError, PoolManagerClosedError
+from ..errors import NoHostAvailableError, NotCommittedError, PoolManagerClosedError
 from ..interactions.blocking_listen import BlockingListener, BlockingListeners
 from ..interactions.channels import check_channel, check_channels, check_payload
 from ..interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
@@ -595,7 +595,14 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             return  # terminate() closed it
         index = held[2]
         failure: BaseException | None = None
-        if block:
+        if not block:
+            pass
+        elif index in state.unusable:
+            # Its host left the rotation: no COMMIT (nor ROLLBACK) through a
+            # socket that may never answer; the release below cuts it.
+            if error is None and self._driver.pending_commit(connection):
+                failure = NotCommittedError.on(self.topology.hosts[index].address)
+        else:
             try:
                 self._driver.end_of_use(connection, error)
             except BaseException as ending_error:

@@ -237,6 +237,13 @@ class SyncPsycopg2Driver(SyncDriver[BlockingPsycopg2Pool, Any]):
         if idle and not connection.autocommit:
             connection.commit()  # the statement opened a transaction: send it now
 
+    def pending_commit(self, connection: Any) -> bool:
+        return bool(
+            not connection.closed
+            and connection.get_transaction_status()
+            == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+        )
+
     def end_of_use(self, connection: Any, error: BaseException | None) -> None:
         # As psycopg2's own `with connection:`: commit a clean block, roll back a failed one.
         if connection.closed:

@@ -96,6 +96,9 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
         else:
             connection.rollback()
 
+    def pending_commit(self, connection: psycopg.Connection[Any]) -> bool:
+        return bool(connection.pgconn.transaction_status == TransactionStatus.INTRANS)
+
     def run_statement(
         self, connection: psycopg.Connection[Any], query: str, args: Any, fetch: bool
     ) -> list[dict[str, Any]]:
