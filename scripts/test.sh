@@ -2,7 +2,8 @@
 # The test command of README.md: set-up, then lint, type check, the install of every
 # extra from a built wheel (scripts/check_extras.sh) and the whole suite
 # (unit tests and integration tests against real local PostgreSQL clusters), then the
-# driver-conformance suite again for aiopg.sa and asyncpgsa in their own environment.
+# driver-conformance suite again for aiopg.sa and asyncpgsa in their own environment,
+# and the Python matrix: 3.10 with Django 5.2, 3.13 with the newest Django.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -17,3 +18,15 @@ PGROUTER_TEST_DRIVERS=aiopg_sa,asyncpgsa .venv-legacy/bin/python -m pytest -q \
     tests/integration/test_manager_api.py tests/integration/test_topology_changes.py \
     tests/integration/test_consistency.py \
     tests/integration/test_run.py tests/integration/test_transactions.py
+# The Python matrix, in the environments scripts/setup.sh made. Python 3.10 (the oldest
+# pyproject admits) with Django 5.2 LTS: the unit tests, the conformance suite for
+# asyncpg and psycopg (without Task.uncancel() the manager waits in its own way there:
+# manager.py, _wait_in_slices) and the Django tests. Python 3.13 with the newest Django:
+# the Django tests and the blocking face's (threads, fork, gevent).
+PGROUTER_TEST_DRIVERS=asyncpg,psycopg .venv-py310/bin/python -m pytest -q tests/unit \
+    tests/integration/test_manager_api.py tests/integration/test_topology_changes.py \
+    tests/integration/test_consistency.py \
+    tests/integration/test_django*.py tests/integration/test_cluster_watch.py
+PGROUTER_TEST_DRIVERS=psycopg,sync_psycopg,sync_psycopg2 .venv-py313/bin/python -m pytest -q \
+    tests/integration/test_django*.py tests/integration/test_cluster_watch.py \
+    tests/integration/test_sync*.py
