@@ -40,7 +40,7 @@ from .errors import (
 )
 from .interactions.channels import check_channel, check_channels, check_payload
 from .interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
-from .interactions.listen import Listener, Listeners
+from .interactions.listen import DEFAULT_MAX_PENDING, ListenedHosts, Listener, Listeners
 from .interactions.run import run as run_interaction
 from .interactions.transactions import Transaction, TransactionContext
 from .interactions.txn_watch import TxnRegistry
@@ -138,6 +138,9 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             )
             for index, host in enumerate(self._hosts)
         ]
+        # Hosts pm.listen()'s listeners LISTEN on: work for the heartbeat, as a
+        # connection handed out (see _is_busy).
+        self._listened = ListenedHosts()
         self._monitor = TopologyMonitor(
             self._hosts,
             driver=driver,
@@ -149,7 +152,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             stopwatch_window_size=settings.stopwatch_window_size,
             event_driven_checks=settings.event_driven_checks,
             primary_heartbeat=settings.primary_heartbeat,
-            busy=functools.partial(_is_busy, self._in_use),
+            busy=functools.partial(_is_busy, self._in_use, self._listened),
         )
         self._board = self._monitor.board
         # id(connection) -> (connection, its pool, its host's index)
@@ -1177,13 +1180,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     # -- LISTEN/NOTIFY (pgrouter.interactions.listen) ------------------------
 
-    def listen(self, *channels: str) -> Listener:
+    def listen(self, *channels: str, max_pending: int = DEFAULT_MAX_PENDING) -> Listener:
         """``async for item in pm.listen("jobs")``: notifications, following the primary.
 
         Items are :class:`Notification` and, after a failover or a lost
         connection, a :class:`ListenGap` first (see :mod:`pgrouter.interactions.listen`).
         Channel names are exact (case-sensitive). ``async with`` waits for the
-        first LISTEN up to the acquire timeout plus a connect.
+        first LISTEN up to the acquire timeout plus a connect. Past
+        ``max_pending`` items not taken, they are dropped for a gap
+        (:mod:`pgrouter.interactions.listen_backlog`).
         """
         checked = check_channels(channels)
         self._raise_if_closed()
@@ -1194,6 +1199,8 @@ class BasePoolManager(Generic[PoolT, ConnT]):
             checked,
             self._listeners.forget,
             start_timeout=self._acquire_timeout + LISTEN_CONNECT_TIMEOUT,
+            max_pending=max_pending,
+            listened=self._listened,
         )
         return self._listeners.add(listener)
 
@@ -1347,9 +1354,10 @@ def _no_longer_usable(host: HostState, snapshot: TopologySnapshot) -> bool:
     return not serves(snapshot, host.index, host.role)
 
 
-def _is_busy(in_use: list[int], index: int) -> bool:
-    """True while a connection to host ``index`` is handed out (its heartbeat runs then)."""
-    return in_use[index] > 0
+def _is_busy(in_use: list[int], listened: ListenedHosts, index: int) -> bool:
+    """True while a connection to host ``index`` is handed out or a listener LISTENs
+    there (its heartbeat runs then)."""
+    return in_use[index] > 0 or index in listened
 
 
 def _weak_admit(method: weakref.WeakMethod[Admit]) -> Admit:

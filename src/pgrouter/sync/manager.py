@@ -41,6 +41,7 @@ from ..errors import NoHostAvailableError, NotCommittedError, PoolManagerClosedE
 from ..interactions.blocking_listen import BlockingListener, BlockingListeners
 from ..interactions.channels import check_channel, check_channels, check_payload
 from ..interactions.listen import CONNECT_TIMEOUT as LISTEN_CONNECT_TIMEOUT
+from ..interactions.listen import DEFAULT_MAX_PENDING, ListenedHosts
 from ..interactions.sync_run import run_sync
 from ..interactions.sync_transactions import SyncTransaction, open_sync_transaction
 from ..interactions.txn_watch import TxnRegistry
@@ -158,6 +159,9 @@ class _ProcessState(Generic[PoolT, ConnT]):
             for index, host in enumerate(hosts)
         ]
         self.in_use = [0] * len(hosts)
+        # Hosts this process's listeners LISTEN on (written and read on the
+        # monitor's loop): work for the heartbeat, as in_use (see _weak_busy).
+        self.listened = ListenedHosts()
         # Per host: connections given back, so a stalled pool is told from a busy one.
         self.returned = [0] * len(hosts)
         # Per host: callers waiting on its full pool, so that with every pool full
@@ -906,12 +910,13 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
 
     # -- LISTEN/NOTIFY (pgrouter.interactions.blocking_listen) ---------------
 
-    def listen(self, *channels: str) -> BlockingListener:
+    def listen(self, *channels: str, max_pending: int = DEFAULT_MAX_PENDING) -> BlockingListener:
         """``for item in pm.listen("jobs")``: notifications, following the primary.
 
         A blocking iterator of :class:`Notification` and, after a failover or a
         lost connection, a :class:`ListenGap` first; ``close()`` ends it. ``with``
         waits for the first LISTEN up to the acquire timeout plus a connect.
+        Past ``max_pending`` items not taken, they are dropped for a gap.
         """
         checked = check_channels(channels)
         state = self._state()
@@ -921,6 +926,8 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
             checked,
             self._listeners.forget,
             start_timeout=self._acquire_timeout + LISTEN_CONNECT_TIMEOUT,
+            max_pending=max_pending,
+            listened=state.listened,
         )
         return self._listeners.add(listener)
 
@@ -1043,7 +1050,7 @@ def _weak_admit(state_ref: weakref.ref[_ProcessState[Any, Any]]) -> Admit:
 def _weak_busy(state_ref: weakref.ref[_ProcessState[Any, Any]]) -> Any:
     def busy(index: int) -> bool:
         state = state_ref()
-        return state is not None and state.in_use[index] > 0
+        return state is not None and (state.in_use[index] > 0 or index in state.listened)
 
     return busy
 
