@@ -4,7 +4,9 @@ A NOTIFY sent after a kill -9 + promote reaches the listener, after a
 ListenGap (once per face's library family: asyncpg, psycopg 3 async, a sync
 manager); a SIGSTOP'd primary is noticed within a few seconds; odd channel
 names on one connection; 1 000 notifications a second with nothing lost;
-stopping UNLISTENs and closes the dedicated connection.
+stopping UNLISTENs and closes the dedicated connection; a listener turns on
+its primary's heartbeat (both faces); a consumer too slow for its
+``max_pending`` gets a gap, not an unbounded backlog (both faces).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from pgrouter import ListenGap, Notification
 from pgrouter.interactions.listen import APPLICATION_NAME
+from pgrouter.interactions.listen_backlog import TOO_SLOW
 from pgrouter.testing import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -298,3 +301,127 @@ def test_sync_a_thousand_a_second_nothing_lost(shared_cluster: LocalCluster) -> 
                 assert isinstance(item, Notification), item
                 received.append(item.payload)
     assert received == [str(number) for number in range(count)]
+
+
+# -- the heartbeat: a listener is work on its host --------------------------------------
+
+#: An idle primary is checked every refresh_delay: so long that an idle window sees
+#: at most one check, while the heartbeat (0.1 s) gives about ten a second.
+SLOW_REFRESH = 30.0
+WINDOW = 2.0
+
+
+def _primary_checks(pm: Any) -> int:
+    return int(pm.topology.primaries[0].check_count)
+
+
+async def _checks_within(pm: Any, seconds: float) -> int:
+    before = _primary_checks(pm)
+    await asyncio.sleep(seconds)  # a window to count in, not a wait for a state
+    return _primary_checks(pm) - before
+
+
+async def test_a_listener_turns_on_the_primarys_heartbeat(shared_cluster: LocalCluster) -> None:
+    async with manager_class("psycopg")(shared_cluster.dsn(), refresh_delay=SLOW_REFRESH) as pm:
+        await pm.ready(timeout=PATIENCE)
+        await asyncio.sleep(0.5)  # the start's checks done
+        idle = await _checks_within(pm, WINDOW)
+        async with pm.listen("jobs"):
+            listening = await _checks_within(pm, WINDOW)
+        await asyncio.sleep(0.5)  # the last heartbeat's check done
+        after = await _checks_within(pm, WINDOW)
+    assert idle <= 1 and after <= 1, (idle, after)
+    # ~20 expected at 0.1 s; a wide margin for 2 shared cores.
+    assert listening >= 5, f"{listening} checks of the primary in {WINDOW} s of listening"
+
+
+def test_sync_a_listener_turns_on_the_primarys_heartbeat(shared_cluster: LocalCluster) -> None:
+    def checks_within(pm: Any, seconds: float) -> int:
+        before = _primary_checks(pm)
+        time.sleep(seconds)
+        return _primary_checks(pm) - before
+
+    with manager_class("sync_psycopg2")(shared_cluster.dsn(), refresh_delay=SLOW_REFRESH) as pm:
+        pm.ready(timeout=PATIENCE)
+        time.sleep(0.5)
+        idle = checks_within(pm, WINDOW)
+        with pm.listen("jobs"):
+            listening = checks_within(pm, WINDOW)
+        time.sleep(0.5)
+        after = checks_within(pm, WINDOW)
+    assert idle <= 1 and after <= 1, (idle, after)
+    assert listening >= 5, f"{listening} checks of the primary in {WINDOW} s of listening"
+
+
+# -- a bounded backlog ------------------------------------------------------------------
+
+BURST = 1000
+MAX_PENDING = 100
+SEND_BURST = "SELECT count(pg_notify($1, g::text)) FROM generate_series(0, $2 - 1) g"
+
+
+async def _burst(cluster: LocalCluster, channel: str) -> None:
+    """BURST notifications in one commit: the server hands them out at once."""
+    sender = await asyncpg.connect(cluster.primary.dsn())
+    try:
+        await sender.fetchval(SEND_BURST, channel, BURST)
+    finally:
+        await sender.close()
+
+
+def _check_tail(gap: Any, tail: list[Any], sent_at: float) -> None:
+    """A gap for the dropped backlog, then the newest notifications, none missing."""
+    assert isinstance(gap, ListenGap), gap
+    assert gap.reason.startswith(TOO_SLOW) and f"max_pending={MAX_PENDING}" in gap.reason, gap
+    assert gap.since <= sent_at + 1 and gap.since <= gap.until <= time.time(), gap
+    assert len(tail) < MAX_PENDING
+    assert all(isinstance(item, Notification) for item in tail), tail
+    assert [item.payload for item in tail] == [
+        str(number) for number in range(BURST - len(tail), BURST)
+    ]
+
+
+async def test_a_consumer_too_slow_gets_a_gap_not_an_unbounded_backlog(
+    shared_cluster: LocalCluster,
+) -> None:
+    async with manager_class("asyncpg")(shared_cluster.dsn()) as pm:
+        await pm.ready(timeout=PATIENCE)
+        with pytest.raises(ValueError, match="max_pending must be at least 1, not 0"):
+            pm.listen("slow", max_pending=0)
+        with pytest.raises(TypeError, match="max_pending must be an int, not str"):
+            pm.listen("slow", max_pending="100")
+        async with pm.listen("slow", max_pending=MAX_PENDING) as items:
+            sent_at = time.time()
+            await _burst(shared_cluster, "slow")  # and nothing taken meanwhile
+            assert await _seconds_until(lambda: items.received == BURST) < PATIENCE
+            assert items.pending <= MAX_PENDING
+            assert items.dropped > BURST - MAX_PENDING, items.dropped
+            gap = await _next(items)
+            tail = [await _next(items) for _ in range(items.pending)]
+            _check_tail(gap, tail, sent_at)
+            assert items.dropped + len(tail) == BURST
+            # The listener goes on: nothing lost once the consumer keeps up.
+            await pm.notify("slow", "after")
+            item = await _next(items)
+            assert isinstance(item, Notification) and item.payload == "after", item
+
+
+def test_sync_a_consumer_too_slow_gets_a_gap_not_an_unbounded_backlog(
+    shared_cluster: LocalCluster,
+) -> None:
+    with manager_class("sync_psycopg")(shared_cluster.dsn()) as pm:
+        pm.ready(timeout=PATIENCE)
+        with pm.listen("slow", max_pending=MAX_PENDING) as items:
+            sent_at = time.time()
+            asyncio.run(_burst(shared_cluster, "slow"))
+            deadline = time.monotonic() + PATIENCE
+            while items.received < BURST and time.monotonic() < deadline:
+                time.sleep(0.02)  # a test's poll of the monitor thread's count
+            assert items.received == BURST and items.pending <= MAX_PENDING
+            gap = items.get(PATIENCE)
+            tail = [items.get(PATIENCE) for _ in range(items.pending)]
+            _check_tail(gap, tail, sent_at)
+            assert items.dropped + len(tail) == BURST
+            pm.notify("slow", "after")
+            item = items.get(PATIENCE)
+            assert isinstance(item, Notification) and item.payload == "after", item

@@ -10,6 +10,7 @@ The real-cluster behaviour is in tests/integration/test_listen.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -115,7 +116,7 @@ async def pump_with(
             if isinstance(item, Ending):
                 items.put_nowait(item.error)
             else:
-                items.put_nowait(Notification(*item) if type(item) is tuple else item)
+                items.put_nowait(item if isinstance(item, ListenGap) else Notification(*item))
 
     backlog = Backlog(10_000, wake)
     pump = ListenPump(
@@ -189,3 +190,50 @@ async def test_no_primary_at_the_start_is_a_bounded_error_naming_hosts_not_the_p
         assert "within 3.1 s" in str(caught.value)
     finally:
         await pm.close()
+
+
+# -- the backlog's bound (Backlog alone: the real-cluster side is in test_listen.py) --
+
+
+def test_a_full_backlog_is_dropped_for_one_gap_and_what_follows_is_kept() -> None:
+    start = time.time()
+    wakes: list[int] = []
+    backlog = Backlog(5, lambda: wakes.append(len(backlog.items)))
+    backlog.put([("jobs", "0", 1), ("jobs", "1", 1)], now=start + 100)
+    backlog.items.popleft()  # the consumer takes one, then falls behind
+    backlog.put([("jobs", str(n), 1) for n in range(2, 5)], now=start + 101)
+    backlog.put([("jobs", "5", 1), ("jobs", "6", 1)], now=start + 102)  # 4 + 2 > 5
+    backlog.put([("jobs", "7", 1)], now=start + 103)
+    gap, after = list(backlog.items)
+    assert isinstance(gap, ListenGap) and gap.reason.startswith("consumer too slow")
+    assert "6 notifications pending, max_pending=5" in gap.reason
+    # The consumer had taken all that arrived by the creation of the backlog,
+    # not all of the first batch: since is no later than that.
+    assert start <= gap.since < start + 100 and gap.until == start + 102
+    assert after == ("jobs", "7", 1)
+    assert (backlog.received, backlog.dropped) == (8, 6)
+    assert wakes == [2, 4, 1, 2]  # one wake-up per batch
+
+
+def test_a_dropped_reconnect_gap_keeps_its_since_and_reason() -> None:
+    start = time.time()
+    backlog = Backlog(3, lambda: None)
+    backlog.put([("jobs", "0", 1)], now=start + 100)
+    backlog.items.clear()  # taken
+    backlog.put([("jobs", "1", 1)], now=start + 200)
+    backlog.put_gap(ListenGap(start + 150, start + 201, "h1:5432: connection lost"))
+    backlog.put([("jobs", "2", 1), ("jobs", "3", 1)], now=start + 202)
+    (gap,) = backlog.items
+    assert isinstance(gap, ListenGap)
+    assert gap.since == start + 100 and gap.until == start + 202  # the older of the two
+    assert "(after a gap: h1:5432: connection lost)" in gap.reason
+    assert backlog.dropped == 3
+    backlog.items.clear()
+    backlog.put([("jobs", "4", 1)], now=start + 300)  # caught up: a fresh start
+    assert list(backlog.items) == [("jobs", "4", 1)]
+
+
+@pytest.mark.parametrize(("bad", "error"), [(0, ValueError), (True, TypeError), (1.5, TypeError)])
+def test_max_pending_is_checked_by_name(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="max_pending"):
+        Backlog(bad, lambda: None)  # type: ignore[arg-type]

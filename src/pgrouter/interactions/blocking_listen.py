@@ -110,6 +110,21 @@ class BlockingListener:
         pump = self._pump
         return pump is not None and pump.listening.is_set()
 
+    @property
+    def pending(self) -> int:
+        """Items received and not taken yet (at most ``max_pending``, the end included)."""
+        return len(self._backlog.items)
+
+    @property
+    def received(self) -> int:
+        """Notifications received so far, on every connection (those dropped included)."""
+        return self._backlog.received
+
+    @property
+    def dropped(self) -> int:
+        """Notifications dropped for a ``consumer too slow`` gap so far."""
+        return self._backlog.dropped
+
     # -- on the consumer's side ------------------------------------------------
 
     def _wait(self, ready: collections.abc.Callable[[], bool], timeout: float | None) -> bool:

@@ -393,6 +393,21 @@ class Listener:
         """True while LISTEN is in place on a host the monitor sees as the primary."""
         return self._pump.listening.is_set()
 
+    @property
+    def pending(self) -> int:
+        """Items received and not taken yet (at most ``max_pending``, the end included)."""
+        return len(self._backlog.items)
+
+    @property
+    def received(self) -> int:
+        """Notifications received so far, on every connection (those dropped included)."""
+        return self._backlog.received
+
+    @property
+    def dropped(self) -> int:
+        """Notifications dropped for a ``consumer too slow`` gap so far."""
+        return self._backlog.dropped
+
     async def ready(self, timeout: float | None = None) -> None:
         """Return once LISTEN is done on the primary (``TimeoutError`` past ``timeout``)."""
         waiter = asyncio.ensure_future(self._pump.listening.wait())

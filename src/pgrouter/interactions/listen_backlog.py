@@ -76,7 +76,8 @@ class Backlog:
         self.max_pending = check_max_pending(max_pending)
         self.items: collections.deque[Received | ListenGap | Ending] = collections.deque()
         self.ended = False  # end() was called
-        self.dropped = 0  # items dropped for gaps, over the backlog's life
+        self.received = 0  # notifications put, over the backlog's life
+        self.dropped = 0  # of which dropped for a gap
         self._wake = wake
         self._last_put = time.time()
         # Everything that arrived by this time was taken (see put()).
@@ -89,6 +90,7 @@ class Backlog:
     def put(self, batch: Sequence[Received], now: float) -> None:
         """The pump's side: ``batch`` (received at ``now``), in order, after what is pending."""
         self._arrive(now)
+        self.received += len(batch)
         self._add(batch, now)
 
     def put_gap(self, gap: ListenGap) -> None:
@@ -99,6 +101,12 @@ class Backlog:
         if self._pending_reason is None:
             self._pending_reason = gap.reason
         self._add([gap], gap.until)
+
+    def end(self, error: BaseException | None) -> None:
+        """The pump's side: nothing follows; the consumer sees the end after what is pending."""
+        self.ended = True
+        self.items.append(Ending(error))
+        self._wake()
 
     def _arrive(self, now: float) -> None:
         if not self.items:
@@ -111,27 +119,28 @@ class Backlog:
     def _add(self, batch: Sequence[Received | ListenGap], now: float) -> None:
         items = self.items
         if len(items) + len(batch) > self.max_pending:
-            self._drop(len(items) + len(batch), now)
+            self._drop(batch, now)
         else:
             items.extend(batch)
         self._wake()
 
-    def end(self, error: BaseException | None) -> None:
-        """The pump's side: nothing follows; the consumer sees the end after what is pending."""
-        self.ended = True
-        self.items.append(Ending(error))
-        self._wake()
-
-    def _drop(self, count: int, now: float) -> None:
+    def _drop(self, batch: Sequence[Received | ListenGap], now: float) -> None:
+        # A copy to count in: the consumer's thread may pop meanwhile (list() of
+        # a deque runs in C, holding the GIL).
+        pending = [*self.items, *batch]
+        self.items.clear()
         since = self._taken_by
         if self._pending_since is not None:
             since = min(since, self._pending_since)
-        reason = f"{TOO_SLOW}: {count} items pending, max_pending={self.max_pending}; dropped"
+        notifications = sum(type(item) is tuple for item in pending)
+        reason = (
+            f"{TOO_SLOW}: {notifications} notifications pending,"
+            f" max_pending={self.max_pending}; dropped"
+        )
         if self._pending_reason is not None:  # a reconnect's gap was among them
             reason += f" (after a gap: {self._pending_reason})"
-        self.items.clear()
         self.items.append(ListenGap(since, now, reason))
-        self.dropped += count
+        self.dropped += notifications
         self._pending_since = since
 
 
