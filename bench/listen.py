@@ -17,7 +17,17 @@ has taken the last one. Contenders, per library:
 Method: a warm-up round of each contender, then ``--rounds`` rounds in which
 the two contenders of a library run back to back in an order that alternates
 round by round; the ratio pgrouter/bare of notifications a second is taken per
-round and its median (and quartiles) reported with the median rates.
+round and its median (and quartiles) reported with the median rates. So is
+the process's CPU time per notification (``time.process_time()``: every
+thread, the blocking face's monitor thread included), a steadier measure than
+the rate on a shared machine, and its ratio bare/pgrouter.
+
+The blocking face's bound: its listener reads through psycopg's async
+connection on the monitor's loop, so the report also sets the async psycopg
+bare listener's CPU against the blocking bare one's (the best the blocking
+face could do if pgrouter cost nothing), and the blocking face's CPU against
+the async face's (what the hop from the monitor's thread to the consumer's
+costs per notification).
 
     python bench/listen.py [--rounds N] [--batch N] [--quick] [--json PATH]
 
@@ -44,6 +54,7 @@ from package_versions import package_versions
 import pgrouter.asyncpg
 import pgrouter.psycopg3
 import pgrouter.sync.psycopg
+from pgrouter import Notification
 from pgrouter.testing import LocalCluster
 
 #: One channel per contender: a listener must not take (or queue) the other's notifications.
@@ -51,8 +62,31 @@ BARE, OURS = "bench_bare", "bench_pgrouter"
 SEND = "SELECT count(pg_notify($2, g::text)) FROM generate_series(1, $1) g"
 #: A round that takes longer than this failed (a listener lost something).
 ROUND_TIMEOUT = 60.0
+#: Room for a whole round's batch in the backlog, however the consumer is scheduled.
+MAX_PENDING = 10_000_000
 
-Contender = Callable[[int], Awaitable[float]]
+
+def listen(pm: Any, channel: str) -> Any:
+    """``pm.listen(channel)`` with room for a round (code before max_pending: without)."""
+    try:
+        return pm.listen(channel, max_pending=MAX_PENDING)
+    except TypeError:
+        return pm.listen(channel)
+
+
+#: One round's notifications a second and CPU microseconds per notification.
+Contender = Callable[[int], Awaitable[tuple[float, float]]]
+
+
+class Clock:
+    """Wall and process CPU time of one round."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def result(self, batch: int) -> tuple[float, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return batch / wall, cpu / batch * 1e6
 
 
 async def send(sender: asyncpg.Connection, batch: int, channel: str) -> None:
@@ -63,7 +97,7 @@ async def send(sender: asyncpg.Connection, batch: int, channel: str) -> None:
 
 
 def bare_asyncpg(listener: asyncpg.Connection, sender: asyncpg.Connection) -> Contender:
-    async def one_round(batch: int) -> float:
+    async def one_round(batch: int) -> tuple[float, float]:
         received = 0
         done = asyncio.Event()
 
@@ -75,10 +109,10 @@ def bare_asyncpg(listener: asyncpg.Connection, sender: asyncpg.Connection) -> Co
 
         await listener.add_listener(BARE, on_notify)
         try:
-            started = time.perf_counter()
+            clock = Clock()
             await send(sender, batch, BARE)
             await asyncio.wait_for(done.wait(), ROUND_TIMEOUT)
-            return batch / (time.perf_counter() - started)
+            return clock.result(batch)
         finally:
             await listener.remove_listener(BARE, on_notify)
 
@@ -86,7 +120,7 @@ def bare_asyncpg(listener: asyncpg.Connection, sender: asyncpg.Connection) -> Co
 
 
 def bare_psycopg(listener: psycopg.AsyncConnection[Any], sender: asyncpg.Connection) -> Contender:
-    async def one_round(batch: int) -> float:
+    async def one_round(batch: int) -> tuple[float, float]:
         async def take() -> None:
             received = 0
             async for _ in listener.notifies(timeout=ROUND_TIMEOUT):
@@ -94,24 +128,26 @@ def bare_psycopg(listener: psycopg.AsyncConnection[Any], sender: asyncpg.Connect
                 if received == batch:
                     return
 
-        started = time.perf_counter()
+        clock = Clock()
         await send(sender, batch, BARE)
         await asyncio.wait_for(take(), ROUND_TIMEOUT)
-        return batch / (time.perf_counter() - started)
+        return clock.result(batch)
 
     return one_round
 
 
 def through_listen(items: Any, sender: asyncpg.Connection) -> Contender:
-    async def one_round(batch: int) -> float:
+    async def one_round(batch: int) -> tuple[float, float]:
         async def take() -> None:
             for _ in range(batch):
-                await items.__anext__()
+                item = await items.__anext__()
+                if type(item) is not Notification:  # as a consumer looks for gaps
+                    raise RuntimeError(f"listen() lost notifications: {item}")
 
-        started = time.perf_counter()
+        clock = Clock()
         await send(sender, batch, OURS)
         await asyncio.wait_for(take(), ROUND_TIMEOUT)
-        return batch / (time.perf_counter() - started)
+        return clock.result(batch)
 
     return one_round
 
@@ -119,7 +155,7 @@ def through_listen(items: Any, sender: asyncpg.Connection) -> Contender:
 def in_thread(take: Callable[[int], None], sender: asyncpg.Connection, channel: str) -> Contender:
     """A blocking consumer in a thread of its own; the sender on this loop."""
 
-    async def one_round(batch: int) -> float:
+    async def one_round(batch: int) -> tuple[float, float]:
         finished = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
 
@@ -131,11 +167,11 @@ def in_thread(take: Callable[[int], None], sender: asyncpg.Connection, channel: 
                 loop.call_soon_threadsafe(finished.set_exception, error)
 
         thread = threading.Thread(target=consume, daemon=True)
-        started = time.perf_counter()
+        clock = Clock()
         thread.start()
         await send(sender, batch, channel)
         await asyncio.wait_for(finished, ROUND_TIMEOUT)
-        return batch / (time.perf_counter() - started)
+        return clock.result(batch)
 
     return one_round
 
@@ -156,7 +192,8 @@ async def compare(
     await bare(batch // 4)  # warm-up
     await ours(batch // 4)
     rates: dict[str, list[float]] = {"bare": [], "pgrouter": []}
-    ratios = []
+    cpu: dict[str, list[float]] = {"bare": [], "pgrouter": []}
+    ratios, cpu_ratios = [], []
     for number in range(rounds):
         order = [("bare", bare), ("pgrouter", ours)]
         if number % 2:
@@ -164,9 +201,14 @@ async def compare(
         got = {}
         for label, contender in order:
             got[label] = await contender(batch)
-            rates[label].append(got[label])
-        ratios.append(got["pgrouter"] / got["bare"])
-        print(f"{name} round {number + 1}/{rounds}: {ratios[-1]:.2f}", file=sys.stderr)
+            rates[label].append(got[label][0])
+            cpu[label].append(got[label][1])
+        ratios.append(got["pgrouter"][0] / got["bare"][0])
+        cpu_ratios.append(got["bare"][1] / got["pgrouter"][1])
+        print(
+            f"{name} round {number + 1}/{rounds}: {ratios[-1]:.2f} (CPU {cpu_ratios[-1]:.2f})",
+            file=sys.stderr,
+        )
     low, mid, high = quartiles(ratios)
     return {
         "library": name,
@@ -175,6 +217,9 @@ async def compare(
         "ratio": mid,
         "ratio_q1": low,
         "ratio_q3": high,
+        "bare_cpu_us": statistics.median(cpu["bare"]),
+        "pgrouter_cpu_us": statistics.median(cpu["pgrouter"]),
+        "cpu_ratio": statistics.median(cpu_ratios),
     }
 
 
@@ -187,7 +232,7 @@ async def main(rounds: int, batch: int) -> list[dict[str, Any]]:
             bare_listener = await asyncpg.connect(primary)
             async with pgrouter.asyncpg.PoolManager(dsn) as pm:
                 await pm.ready(timeout=30)
-                async with pm.listen(OURS) as items:
+                async with listen(pm, OURS) as items:
                     results.append(
                         await compare(
                             "asyncpg",
@@ -203,7 +248,7 @@ async def main(rounds: int, batch: int) -> list[dict[str, Any]]:
             await plain.execute(f"LISTEN {BARE}")
             async with pgrouter.psycopg3.PoolManager(dsn) as pm:
                 await pm.ready(timeout=30)
-                async with pm.listen(OURS) as items:
+                async with listen(pm, OURS) as items:
                     results.append(
                         await compare(
                             "psycopg",
@@ -226,12 +271,13 @@ async def main(rounds: int, batch: int) -> list[dict[str, Any]]:
 
             with pgrouter.sync.psycopg.PoolManager(dsn) as sync_pm:
                 sync_pm.ready(timeout=30)
-                with sync_pm.listen(OURS) as sync_items:
+                with listen(sync_pm, OURS) as sync_items:
 
                     def take_ours(count: int) -> None:
                         for _ in range(count):
-                            if sync_items.get(ROUND_TIMEOUT) is None:
-                                raise TimeoutError("listen() missed notifications")
+                            item = sync_items.get(ROUND_TIMEOUT)
+                            if type(item) is not Notification:
+                                raise RuntimeError(f"listen() lost notifications: {item}")
 
                     results.append(
                         await compare(
@@ -250,24 +296,39 @@ async def main(rounds: int, batch: int) -> list[dict[str, Any]]:
 
 def report(results: list[dict[str, Any]], rounds: int, batch: int) -> None:
     print(f"# listen(): {rounds} rounds of {batch} notifications ({platform.python_version()})")
-    print("| library | bare / s | pgrouter listen() / s | ratio (q1-q3) |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "| library | bare / s | pgrouter listen() / s | ratio (q1-q3) |"
+        " CPU µs/notification bare, pgrouter | CPU ratio |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in results:
         print(
             f"| {row['library']} | {row['bare_per_s']:,.0f} | {row['pgrouter_per_s']:,.0f} |"
             f" {row['ratio']:.2f}x ({row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}) |"
+            f" {row['bare_cpu_us']:.2f}, {row['pgrouter_cpu_us']:.2f} |"
+            f" {row['cpu_ratio']:.2f}x |"
+        )
+    rows = {row["library"]: row for row in results}
+    if {"psycopg", "sync psycopg"} <= rows.keys():
+        reader, blocking = rows["psycopg"], rows["sync psycopg"]
+        print(
+            f"\nblocking face: its reader (async psycopg, bare) {reader['bare_cpu_us']:.2f} µs"
+            f" against the blocking bare listener's {blocking['bare_cpu_us']:.2f}: at best"
+            f" {blocking['bare_cpu_us'] / reader['bare_cpu_us']:.2f}x of CPU; the hop to the"
+            f" consumer's thread {blocking['pgrouter_cpu_us'] - reader['pgrouter_cpu_us']:+.2f} µs"
+            " (blocking listen() minus async psycopg listen())"
         )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--batch", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 5 000")
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 20 000")
     parser.add_argument("--json", help="also write the results and versions to this file")
     options = parser.parse_args()
     if options.quick:
-        options.rounds, options.batch = 3, 5_000
+        options.rounds, options.batch = 3, 20_000
     figures = asyncio.run(main(options.rounds, options.batch))
     report(figures, options.rounds, options.batch)
     if options.json:
