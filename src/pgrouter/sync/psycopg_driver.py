@@ -86,10 +86,13 @@ class SyncPsycopgDriver(SyncDriver[psycopg_pool.ConnectionPool, psycopg.Connecti
 
     def end_of_use(self, connection: psycopg.Connection[Any], error: BaseException | None) -> None:
         # pool.connection()'s contract: commit a clean block, roll back a failed one.
-        if connection.closed or connection.broken:
+        # Idle (autocommit, or the caller committed): nothing to end and no round
+        # trip; closed reads UNKNOWN. (pgconn's status, as psycopg_pool reads it:
+        # .info makes an object on every exit.)
+        status = connection.pgconn.transaction_status
+        if status == TransactionStatus.IDLE or status == TransactionStatus.UNKNOWN:
             return
-        status = connection.info.transaction_status
-        if status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+        if connection.broken:
             return
         if error is None and status == TransactionStatus.INTRANS:
             connection.commit()
