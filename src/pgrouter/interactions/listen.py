@@ -269,10 +269,10 @@ class ListenPump:
                         )
                 batch = await connection.receive(max(wait, 0))
                 if batch:
-                    now = last_good[0] = time.time()
+                    received_at = last_good[0] = time.time()
                     notes = [note for note in batch if note[0] != private]
                     if notes:
-                        put(notes, now)
+                        put(notes, received_at)
                     if len(notes) != len(batch):  # liveness answers among them
                         answer = str(sequence)
                         if any(note[0] == private and note[1] == answer for note in batch):
