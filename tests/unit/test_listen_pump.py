@@ -19,7 +19,7 @@ import pytest
 from pgrouter import ListenGap, NoHostAvailableError, Notification
 from pgrouter.driver import ListenConnection
 from pgrouter.dsn import HostDsn, split_dsn
-from pgrouter.interactions.listen import ListenItem, ListenPump
+from pgrouter.interactions.listen import Listener, ListenItem, ListenPump
 from pgrouter.interactions.listen_backlog import Backlog, Ending
 from pgrouter.topology import HostRole, TopologyBoard
 
@@ -190,6 +190,37 @@ async def test_no_primary_at_the_start_is_a_bounded_error_naming_hosts_not_the_p
         assert "within 3.1 s" in str(caught.value)
     finally:
         await pm.close()
+
+
+async def test_the_listener_hands_out_a_batch_in_order_and_a_cancelled_consumer_costs_no_item() -> (
+    None
+):
+    board = TopologyBoard(split_dsn("postgresql://u@h1:5432,h2:5432/db"))
+    primary(board, 0)
+    connections: list[FakeConnection] = []
+
+    async def connect(dsn: HostDsn, timeout: float) -> ListenConnection:
+        connections.append(FakeConnection(dsn))
+        return connections[-1]
+
+    listener = Listener(FakeMonitor(board), connect, ("jobs",))  # type: ignore[arg-type]
+    try:
+        await listener.ready(5)
+        cancelled = asyncio.ensure_future(listener.__anext__())
+        waiting = asyncio.ensure_future(listener.__anext__())
+        await asyncio.sleep(0.01)  # both wait on the one wake-up
+        cancelled.cancel()
+        for number in range(3):
+            connections[0].inbox.put_nowait(("jobs", str(number), 7))
+        assert await asyncio.wait_for(waiting, 5) == Notification("jobs", "0", 7)
+        assert cancelled.cancelled()
+        rest = [await asyncio.wait_for(listener.__anext__(), 5) for _ in range(2)]
+        assert rest == [Notification("jobs", "1", 7), Notification("jobs", "2", 7)]
+        assert type(rest[0]) is Notification and listener.received == 3
+    finally:
+        await listener.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await listener.__anext__()
 
 
 # -- the backlog's bound (Backlog alone: the real-cluster side is in test_listen.py) --
