@@ -3,31 +3,37 @@
 The :class:`~pgrouter.interactions.listen.ListenPump` puts each batch it
 receives with one :meth:`Backlog.put` (one wake-up per batch, not per
 notification); the consumer pops :attr:`Backlog.items` one by one without a
-lock or a wait while any are there. Notifications wait as the driver's plain
-``(channel, payload, pid)`` tuples and become :class:`Notification` objects
-as they are taken (``tuple.__new__(Notification, item)``): the garbage collector stops tracking a
-plain tuple of str and int at its first pass, while a named tuple stays
-tracked and, held in a backlog, is promoted to the oldest generation, whose
-full collections (tens of ms in a large process) then ran once per 20 000
-notifications and cost more than the rest of the listener. The pump runs on the monitor's loop, the
-consumer on the caller's loop (async face) or thread (blocking face): only
-the pump's thread writes anything but ``popleft()``, and a deque's
-``append``/``extend``/``popleft``/``clear`` are atomic.
+lock or a wait while any are there. The pump runs on the monitor's loop, the
+consumer on the caller's loop (async face) or thread (blocking face): only the
+pump's thread writes anything but ``popleft()``, and a deque's ``append``,
+``extend``, ``popleft`` and ``clear`` are atomic.
 
-The bound (``max_pending``, :data:`DEFAULT_MAX_PENDING`): a consumer that
-falls behind would otherwise grow the backlog without limit while the server
-keeps delivering. When a batch would take it past ``max_pending`` items, the
-whole backlog (and the batch) is dropped and a
-:class:`~pgrouter.interactions.listen.ListenGap` whose reason starts with
-``consumer too slow`` takes its place; what arrives next is kept. Why drop
-the backlog rather than the overflow alone, or stop reading:
+Notifications wait as the driver's plain ``(channel, payload, pid)`` tuples and
+become :class:`~pgrouter.Notification` objects as they are taken
+(``tuple.__new__(Notification, item)``): the garbage collector stops tracking
+a plain tuple of str and int at its first pass, while a named tuple (or a
+dataclass) stays tracked and, held in a backlog, is promoted to the oldest
+generation; the full collections that followed (tens of ms in a large process)
+ran once per 20 000 notifications and cost more than all the rest of the
+listener.
 
-- a consumer handed a gap re-reads its state anyway, after which the dropped
-  backlog is stale: it restarts from the present instead of working through
-  ``max_pending`` outdated items, and never sees a gap in the middle of a run;
+The bound (``max_pending``, :data:`DEFAULT_MAX_PENDING`): a consumer that falls
+behind would otherwise grow the backlog without limit while the server keeps
+delivering. When a batch would take it past ``max_pending`` items, the whole
+backlog (and the batch) is dropped and a
+:class:`~pgrouter.interactions.listen_items.ListenGap` whose reason starts
+with ``consumer too slow`` takes its place; what arrives next is kept. Why drop
+the whole backlog rather than the overflow alone, or stop reading:
+
+- a consumer handed a gap re-reads its state, after which the dropped items are
+  stale anyway: it starts again from the present rather than working through
+  ``max_pending`` outdated ones first;
 - not reading would move the backlog into the server's notification queue,
   which every session of the cluster shares (a full one makes their NOTIFYs
   fail), and stall the liveness NOTIFY, ending in a reconnect and a gap anyway.
+
+The default, 100 000, is generous: tens of MB of small notifications, and a
+consumer that far behind has lost touch with the present already.
 """
 
 from __future__ import annotations
