@@ -34,10 +34,11 @@ fi
 # names another); one that is missing fails the set-up by name: a matrix row that is
 # quietly left out would pass for tested.
 python_of() {  # python_of X.Y: the path of a Python X.Y interpreter, or fail saying so
-    local version=$1 override="PGROUTER_PYTHON_${1/./_}" candidate
+    local version=$1 override="PGROUTER_PYTHON_${1/./_}" candidate pyenv_root
+    pyenv_root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "${HOME:-}/.pyenv")}
     candidate=${!override:-}
     if [ -z "$candidate" ]; then
-        candidate=$(compgen -G "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version.*/bin/python" \
+        candidate=$(compgen -G "$pyenv_root/versions/$version.*/bin/python" \
             | sort -V | tail -n 1 || true)
     fi
     if [ -z "$candidate" ]; then
@@ -49,7 +50,7 @@ python_of() {  # python_of X.Y: the path of a Python X.Y interpreter, or fail sa
         return 0
     fi
     echo "setup: FAILED: no Python $version interpreter (looked for \$$override," \
-        "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version.*, python$version on PATH):" \
+        "$pyenv_root/versions/$version.*, python$version on PATH):" \
         "its matrix row in scripts/test.sh cannot run" >&2
     return 1
 }
