@@ -306,9 +306,12 @@ def test_sync_a_thousand_a_second_nothing_lost(shared_cluster: LocalCluster) -> 
 # -- the heartbeat: a listener is work on its host --------------------------------------
 
 #: An idle primary is checked every refresh_delay: so long that an idle window sees
-#: at most one check, while the heartbeat (0.1 s) gives about ten a second.
+#: next to none (a stalled probe marks the primary suspect, which re-checks every
+#: host: a few at most), while the heartbeat (0.1 s) gives about ten a second.
 SLOW_REFRESH = 30.0
-WINDOW = 2.0
+WINDOW = 2.5
+IDLE_CHECKS = 3
+HEARTBEAT_CHECKS = 8  # ~25 expected; a wide margin for 2 shared cores
 
 
 def _primary_checks(pm: Any) -> int:
@@ -330,9 +333,8 @@ async def test_a_listener_turns_on_the_primarys_heartbeat(shared_cluster: LocalC
             listening = await _checks_within(pm, WINDOW)
         await asyncio.sleep(0.5)  # the last heartbeat's check done
         after = await _checks_within(pm, WINDOW)
-    assert idle <= 1 and after <= 1, (idle, after)
-    # ~20 expected at 0.1 s; a wide margin for 2 shared cores.
-    assert listening >= 5, f"{listening} checks of the primary in {WINDOW} s of listening"
+    assert idle <= IDLE_CHECKS and after <= IDLE_CHECKS, (idle, after)
+    assert listening >= HEARTBEAT_CHECKS, f"{listening} checks in {WINDOW} s of listening"
 
 
 def test_sync_a_listener_turns_on_the_primarys_heartbeat(shared_cluster: LocalCluster) -> None:
@@ -349,8 +351,8 @@ def test_sync_a_listener_turns_on_the_primarys_heartbeat(shared_cluster: LocalCl
             listening = checks_within(pm, WINDOW)
         time.sleep(0.5)
         after = checks_within(pm, WINDOW)
-    assert idle <= 1 and after <= 1, (idle, after)
-    assert listening >= 5, f"{listening} checks of the primary in {WINDOW} s of listening"
+    assert idle <= IDLE_CHECKS and after <= IDLE_CHECKS, (idle, after)
+    assert listening >= HEARTBEAT_CHECKS, f"{listening} checks in {WINDOW} s of listening"
 
 
 # -- a bounded backlog ------------------------------------------------------------------
