@@ -29,7 +29,7 @@ if [ "${1:-test}" = dev ] || [ "${PGROUTER_LEGACY_VENV:-0}" = 1 ]; then
 fi
 
 # The Python matrix (scripts/test.sh): the oldest Python pyproject admits, 3.10, with
-# Django 5.2 LTS, and 3.13 with the newest Django. Interpreters come from pyenv, as the
+# Django 5.2 LTS, 3.12 with Django 5.2, and 3.13 with the newest Django. Interpreters come from pyenv, as the
 # default python3 does on this project's machines (PGROUTER_PYTHON_3_10=/path/to/python
 # names another); one that is missing fails the set-up by name: a matrix row that is
 # quietly left out would pass for tested.
@@ -68,5 +68,6 @@ print(f"setup: {sys.argv[1]}: Python {sys.version.split()[0]}, Django {django.__
 }
 if [ "${1:-test}" = dev ] || [ "${PGROUTER_PY_MATRIX:-0}" = 1 ]; then
     matrix_venv .venv-py310 3.10 asyncpg,psycopg,psycopg2,test-django ">=5.2,<5.3"
+    matrix_venv .venv-py312 3.12 psycopg,test-django ">=5.2,<5.3"
     matrix_venv .venv-py313 3.13 psycopg2,gevent,test-django ">=6"
 fi

@@ -3,7 +3,7 @@
 # extra from a built wheel (scripts/check_extras.sh) and the whole suite
 # (unit tests and integration tests against real local PostgreSQL clusters), then the
 # driver-conformance suite again for aiopg.sa and asyncpgsa in their own environment,
-# and the Python matrix: 3.10 with Django 5.2, 3.13 with the newest Django.
+# and the Python matrix: 3.10 and 3.12 with Django 5.2, 3.13 with the newest Django.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -32,6 +32,9 @@ PGROUTER_TEST_DRIVERS=asyncpg,psycopg .venv-py310/bin/python -m pytest -q tests/
     tests/integration/test_django*.py tests/integration/test_cluster_watch.py \
     --deselect "tests/integration/test_consistency.py::test_an_idle_primary_shows_no_lag_for_30_s[asyncpg]" \
     --deselect "tests/integration/test_consistency.py::test_write_then_read_with_a_token_never_misses_its_write[asyncpg]"
+# Python 3.12 with Django 5.2 LTS: the Django tests (5.2 supports 3.10-3.13; 3.11 ran above).
+PGROUTER_TEST_DRIVERS=psycopg .venv-py312/bin/python -m pytest -q \
+    tests/integration/test_django*.py tests/integration/test_cluster_watch.py
 PGROUTER_TEST_DRIVERS=psycopg,sync_psycopg,sync_psycopg2 .venv-py313/bin/python -m pytest -q \
     tests/integration/test_django*.py tests/integration/test_cluster_watch.py \
     tests/integration/test_sync*.py
