@@ -17,7 +17,8 @@ python3 -m pytest -q "$@"
 PGROUTER_TEST_DRIVERS=aiopg_sa,asyncpgsa .venv-legacy/bin/python -m pytest -q \
     tests/integration/test_manager_api.py tests/integration/test_topology_changes.py \
     tests/integration/test_consistency.py \
-    tests/integration/test_run.py tests/integration/test_transactions.py
+    tests/integration/test_run.py tests/integration/test_transactions.py \
+    tests/integration/test_listen.py::test_odd_names_on_one_connection_and_exact_case
 # The Python matrix, in the environments scripts/setup.sh made. Python 3.10 (the oldest
 # pyproject admits) with Django 5.2 LTS: the unit tests, the conformance suite for
 # asyncpg and psycopg (without Task.uncancel() the manager waits in its own way there:

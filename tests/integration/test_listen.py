@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
-import psycopg
 import pytest
 
 from pgrouter import ListenGap, Notification
@@ -142,11 +141,12 @@ async def test_a_frozen_primary_is_noticed_within_seconds_and_listening_resumes(
 # -- channel names, several channels, stopping ---------------------------------------
 
 
-@pytest.mark.parametrize("driver", sorted(ASYNC))
+# The conformance matrix's drivers (tests/conftest.py): every async manager of the
+# main environment here, and aiopg.sa and asyncpgsa in the legacy one (scripts/test.sh).
 async def test_odd_names_on_one_connection_and_exact_case(
-    shared_cluster: LocalCluster, driver: str
+    shared_cluster: LocalCluster, manager_cls: Any
 ) -> None:
-    async with manager_class(driver)(shared_cluster.dsn()) as pm:
+    async with manager_cls(shared_cluster.dsn()) as pm:
         await pm.ready(timeout=PATIENCE)
         async with pm.listen(*ODD_NAMES) as items:
             assert await _listening_backends(shared_cluster) == 1  # one connection for all
@@ -284,6 +284,8 @@ async def test_a_thousand_a_second_nothing_lost(
 
 
 def test_sync_a_thousand_a_second_nothing_lost(shared_cluster: LocalCluster) -> None:
+    import psycopg  # here, not at the top: the legacy environment has no psycopg
+
     count = 2000
     with manager_class("sync_psycopg")(shared_cluster.dsn()) as pm:
         pm.ready(timeout=PATIENCE)
