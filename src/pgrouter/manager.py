@@ -29,7 +29,7 @@ from .aio.pool_keeper import PoolKeeper
 from .alarms import AlarmClock, Deadline, HostLeft
 from .balancer_policy import has_eligible_host
 from .bounded import wait_event
-from .driver import ConnT, Driver, PoolT, parse_lsn
+from .driver import ConnT, Driver, PoolT
 from .dsn import HostDsn, split_dsn
 from .eager import finish_despite_cancellation, start
 from .errors import (
@@ -56,9 +56,13 @@ from .release_bound import ReleaseBound
 from .routing.consistency import (
     CAUSAL_POLL_FIRST,
     CAUSAL_POLL_MAX,
+    TOKEN_READ_KINDS,
     ReadYourWrites,
     current_scope,
+    note_position,
     plan_token_read,
+    position_lost,
+    position_query,
     replayed_query,
 )
 from .routing.reads import ReadRule
@@ -83,9 +87,6 @@ logger = logging.getLogger("pgrouter")
 #: A host whose full pool has acquires queued on it and took nothing back for
 #: this long is checked at once (its connections may be stuck on a frozen server).
 STALL_DELAY = 0.1
-_TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
-_REPLAY_POSITION_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
-_UINT64 = (1 << 64) - 1
 #: close() says this often (seconds) how many connections it still waits for.
 CLOSE_WARNING_INTERVAL = 5.0
 #: Acquire timeouts at or past this are no timeouts (and inf is refused).
@@ -119,7 +120,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         # (psycopg commits); asked on every exit, so known once.
         self._ends_use = type(driver).end_of_use is not Driver.end_of_use
         # How reads with a write token were served, for metrics (see token_read_counts).
-        self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
+        self._token_reads = dict.fromkeys(TOKEN_READ_KINDS, 0)
         # ids of borrowed connections to the primary that were asked for as reads.
         self._reads_on_primary: set[int] = set()
         # Per host index: connections handed out and not yet given back. The
@@ -544,9 +545,7 @@ class BasePoolManager(Generic[PoolT, ConnT]):
                 else:
                     # Python 3.10: the same start, but an acquire that has to
                     # wait (a full pool, or a connect) is polled, not tripped.
-                    acquiring = self._driver.acquire(
-                        pool, max(deadline - loop.time(), 0), **kwargs
-                    )
+                    acquiring = self._driver.acquire(pool, max(deadline - loop.time(), 0), **kwargs)
                     waiting, connection = start(acquiring) if free else (acquiring, None)
                     idle = waiting is None
                     if waiting is not None:
@@ -842,14 +841,11 @@ class BasePoolManager(Generic[PoolT, ConnT]):
 
     def _notes_position(self, scope: ReadYourWrites | None, connection: ConnT, index: int) -> bool:
         """True when giving back a connection to host ``index`` must record a position in
-        ``scope``: the primary's (a write's token), or with ``monotonic`` a replica's."""
+        ``scope`` first (routing decides which: :func:`position_query`)."""
         if scope is None:
             return False
-        snapshot = self._board.current
-        host = snapshot.hosts[index]
-        if snapshot.is_primary(host):
-            return id(connection) not in self._reads_on_primary
-        return scope.monotonic and snapshot.is_replica(host)
+        read = id(connection) in self._reads_on_primary
+        return position_query(scope, self._board.current, index, read) is not None
 
     async def _end_then_give_back(
         self,
@@ -883,23 +879,15 @@ class BasePoolManager(Generic[PoolT, ConnT]):
         if record is None:
             return
         snapshot = self._board.current
-        host = snapshot.hosts[record[2]]
+        index = record[2]
+        query = position_query(scope, snapshot, index, id(connection) in self._reads_on_primary)
+        if query is None:
+            return
         try:
-            if snapshot.is_primary(host):
-                row = await self._driver.fetch_row(connection, WRITE_TOKEN_QUERY)
-                scope.remember(token_from_row(row))
-            elif scope.token is not None or host.system_identifier is not None:
-                row = await self._driver.fetch_row(connection, _REPLAY_POSITION_QUERY)
-                lsn = parse_lsn(row[0] if row else None)
-                if lsn is not None and host.system_identifier is not None:
-                    timeline = snapshot.primaries[0].timeline if snapshot.primaries else None
-                    if timeline is not None:
-                        scope.remember(WriteToken(host.system_identifier & _UINT64, timeline, lsn))
+            row = await self._driver.fetch_row(connection, query)
+            note_position(scope, snapshot, index, query, row)
         except Exception as error:
-            if snapshot.is_primary(host):
-                # The write may have landed; without its position only the
-                # primary can be trusted with the scope's reads.
-                scope.unknown_write = True
+            position_lost(scope, snapshot, index)
             logger.debug("pgrouter: no position for read-your-writes: %r", error)
 
     def _release_guarded(

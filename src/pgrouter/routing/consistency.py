@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
+from ..driver import parse_lsn
 from ..topology import TopologySnapshot
 from .reads import ANY_REPLICA, ReadRule, format_lsn, serves
-from .tokens import WriteToken, newest
+from .tokens import WRITE_TOKEN_QUERY, WriteToken, newest, token_from_row
 
 
 class ReadYourWrites:
@@ -182,6 +184,67 @@ def replayed_query(token: WriteToken) -> str:
     return f"SELECT pg_last_wal_replay_lsn() >= '{format_lsn(token.lsn)}'::pg_lsn"
 
 
+#: A replica's replayed position: a monotonic scope's floor for its later reads.
+REPLAY_POSITION_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
+_UINT64 = (1 << 64) - 1
+
+
+def position_query(
+    scope: ReadYourWrites, snapshot: TopologySnapshot, index: int, read_on_primary: bool
+) -> str | None:
+    """What to ask a connection given back to host ``index`` so ``scope`` knows where it is.
+
+    On the primary, the write's token (not after a read the primary served:
+    it wrote nothing). On a replica, in a ``monotonic`` scope, its replayed
+    position, a floor for the scope's later reads; it is a token only with the
+    cluster's identity and the primary's timeline known. Otherwise nothing:
+    ``None``. Both faces ask this, and record the answer with
+    :func:`note_position`.
+    """
+    host = snapshot.hosts[index]
+    if snapshot.is_primary(host):
+        return None if read_on_primary else WRITE_TOKEN_QUERY
+    if (
+        scope.monotonic
+        and snapshot.is_replica(host)
+        and host.system_identifier is not None
+        and snapshot.primaries
+        and snapshot.primaries[0].timeline is not None
+    ):
+        return REPLAY_POSITION_QUERY
+    return None
+
+
+def note_position(
+    scope: ReadYourWrites,
+    snapshot: TopologySnapshot,
+    index: int,
+    query: str,
+    row: Sequence[Any] | None,
+) -> None:
+    """Record in ``scope`` what ``query`` (:func:`position_query`) answered on host ``index``."""
+    if query == WRITE_TOKEN_QUERY:
+        scope.remember(token_from_row(row or ()))
+        return
+    lsn = parse_lsn(row[0] if row else None)
+    host = snapshot.hosts[index]
+    timeline = snapshot.primaries[0].timeline if snapshot.primaries else None
+    if lsn is not None and host.system_identifier is not None and timeline is not None:
+        scope.remember(WriteToken(host.system_identifier & _UINT64, timeline, lsn))
+
+
+def position_lost(scope: ReadYourWrites, snapshot: TopologySnapshot, index: int) -> None:
+    """The position query failed. On the primary the write may have landed unseen:
+    only the primary can then be trusted with the scope's reads."""
+    if snapshot.is_primary(snapshot.hosts[index]):
+        scope.unknown_write = True
+
+
+#: How reads with a write token were served, as the managers count them
+#: (``token_read_counts``).
+TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
+
+
 #: A read after a token that no replica covers yet waits on a replica at most this
 #: far (seconds) behind the least lagging one.
 NEAR_SECONDS = 1.0
@@ -193,12 +256,17 @@ CAUSAL_POLL_MAX = 0.05
 __all__ = [
     "CAUSAL_POLL_FIRST",
     "CAUSAL_POLL_MAX",
+    "REPLAY_POSITION_QUERY",
+    "TOKEN_READ_KINDS",
     "ReadYourWrites",
     "TokenReadPlan",
     "TokenRoute",
     "current_scope",
     "current_token",
+    "note_position",
     "plan_token_read",
+    "position_lost",
+    "position_query",
     "read_your_writes",
     "replayed_query",
     "route_for_token",

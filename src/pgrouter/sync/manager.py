@@ -57,9 +57,13 @@ from ..readiness import (
 from ..routing.consistency import (
     CAUSAL_POLL_FIRST,
     CAUSAL_POLL_MAX,
+    TOKEN_READ_KINDS,
     ReadYourWrites,
     current_scope,
+    note_position,
     plan_token_read,
+    position_lost,
+    position_query,
     replayed_query,
 )
 from ..routing.reads import ReadRule
@@ -88,7 +92,6 @@ logger = logging.getLogger("pgrouter")
 
 #: A caller waiting on a full pool looks at the host's state this often (seconds).
 SLICE = 0.1
-_TOKEN_READ_KINDS = ("replica", "replica_after_wait", "primary", "ignored")
 
 #: What forked children inherited and must never touch (see the module docstring).
 _INHERITED: list[object] = []
@@ -222,7 +225,7 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         self._causal_wait = settings.causal_wait
         self._refresh_timeout = settings.refresh_timeout
         self._pool_kwargs = settings.pool_kwargs
-        self._token_reads = dict.fromkeys(_TOKEN_READ_KINDS, 0)
+        self._token_reads = dict.fromkeys(TOKEN_READ_KINDS, 0)
         self._state_lock = threading.Lock()  # greenlets wait on it under gevent
         self._process: _ProcessState[PoolT, ConnT] | None = None
         self._closed = False
@@ -652,28 +655,16 @@ class BaseSyncPoolManager(Generic[PoolT, ConnT]):
         scope: ReadYourWrites,
         state: _ProcessState[PoolT, ConnT],
     ) -> None:
+        """Record in ``scope`` where this connection's host is (as the async face)."""
         snapshot = state.thread.current
-        host = snapshot.hosts[index]
+        query = position_query(scope, snapshot, index, id(connection) in state.reads_on_primary)
+        if query is None:
+            return
         try:
-            if snapshot.is_primary(host):
-                if id(connection) in state.reads_on_primary:
-                    return
-                scope.remember(
-                    token_from_row(self._driver.fetch_row(connection, WRITE_TOKEN_QUERY))
-                )
-            elif scope.monotonic and snapshot.is_replica(host) and snapshot.primaries:
-                row = self._driver.fetch_row(connection, "SELECT pg_last_wal_replay_lsn()::text")
-                from ..driver import parse_lsn
-
-                lsn = parse_lsn(row[0] if row else None)
-                timeline = snapshot.primaries[0].timeline
-                if lsn is not None and timeline is not None and host.system_identifier:
-                    scope.remember(
-                        WriteToken(host.system_identifier & ((1 << 64) - 1), timeline, lsn)
-                    )
+            row = self._driver.fetch_row(connection, query)
+            note_position(scope, snapshot, index, query, row)
         except Exception as error:
-            if snapshot.is_primary(host):
-                scope.unknown_write = True
+            position_lost(scope, snapshot, index)
             logger.debug("pgrouter: no position for read-your-writes: %r", error)
 
     def write_token(self, connection: Any) -> WriteToken:
